@@ -1,0 +1,191 @@
+"""Model bundles: `manifest.json` + ONNX artifacts (design §4), loaded into ONNX Runtime.
+
+The manifest is the single source of truth between trainer and service. Loading
+verifies the schema version, every artifact's sha256, and that each ONNX graph's
+input/output names and shapes are the ones the manifest promises; a bundle this code
+cannot honour is refused with a `BundleError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .pipeline.config import PipelineConfig
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+# Roles the service needs; a bundle may carry more (e.g. the baselines).
+REQUIRED_ROLES = ("audio_encoder", "frame_encoder", "image_features", "classifier")
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class BundleError(Exception):
+    pass
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # the wheel comes from the `cpu` or `gpu` extra
+        raise BundleError("onnxruntime is not installed: pip install '.[cpu]' (or '.[gpu]')") from exc
+    return onnxruntime
+
+
+def _shapes_match(declared: Sequence[Any], actual: Sequence[Any]) -> bool:
+    if len(declared) != len(actual):
+        return False
+    # None / symbolic dims in either place are dynamic; fixed dims must agree.
+    return all(d is None or not isinstance(a, int) or d == a for d, a in zip(declared, actual))
+
+
+@dataclass
+class Session:
+    role: str
+    session: Any
+    input_name: str
+    output_name: str
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+
+class EncoderSessions:
+    """The learned feature stages as ONNX sessions: the `Encoders` protocol of
+    service.pipeline.extract. The trainer uses it on freshly exported files."""
+
+    def __init__(self, sessions: dict[str, Session]):
+        self.sessions = sessions
+
+    def encode_audio(self, mfcc: np.ndarray) -> np.ndarray:
+        return self.sessions["audio_encoder"].run(mfcc)
+
+    def encode_frames(self, thumbs: np.ndarray) -> np.ndarray:
+        return self.sessions["frame_encoder"].run(thumbs)
+
+    def image_features(self, batch: np.ndarray) -> np.ndarray:
+        return self.sessions["image_features"].run(batch)
+
+
+class Bundle(EncoderSessions):
+    """A loaded bundle: its manifest, pipeline config, feature mask and ONNX sessions."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], sessions: dict[str, Session]):
+        super().__init__(sessions)
+        self.path = path
+        self.manifest = manifest
+        self.config = PipelineConfig.from_dict(manifest["preprocessing"])
+        self.classes: list[str] = list(manifest["classes"])
+        self.mask = np.asarray(manifest["mask"]["selected"], dtype=np.int64)
+        if self.mask.size == 0 or self.mask.max() >= self.config.step_dim:
+            raise BundleError("the feature mask does not fit the fusion step layout")
+
+    # --- classification ------------------------------------------------------------
+    def classify(self, sequences: np.ndarray, role: str = "classifier") -> np.ndarray:
+        """Class probabilities for fusion sequences [B, K, step_dim] (mask applied here)."""
+        return self.sessions[role].run(sequences[..., self.mask])
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "name": m["name"], "version": m["version"], "created": m.get("created"),
+            "schema_version": m["schema_version"], "classes": self.classes,
+            "label_set": m.get("label_set"), "manifest_sha256": self.manifest_sha256,
+            "artifacts": {role: {"file": a["file"], "sha256": a["sha256"],
+                                 "providers": self.sessions[role].providers if role in self.sessions else []}
+                          for role, a in m["artifacts"].items()},
+            "metrics": m.get("metrics", {}),
+        }
+
+    @property
+    def manifest_sha256(self) -> str:
+        return sha256_file(self.path / MANIFEST)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    file = path / MANIFEST
+    if not file.is_file():
+        raise BundleError(f"no {MANIFEST} in {path}")
+    try:
+        manifest = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{file} is not valid JSON: {exc}") from exc
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(f"manifest schema {manifest.get('schema_version')!r} is not supported "
+                          f"(this service reads schema {SCHEMA_VERSION})")
+    missing = [r for r in REQUIRED_ROLES if r not in manifest.get("artifacts", {})]
+    if missing:
+        raise BundleError(f"manifest lacks the artifacts {missing}")
+    return manifest
+
+
+def session_options(threads: int | None):
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Explicit thread counts (design §8); requests are already parallel across workers.
+    opts.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
+    opts.inter_op_num_threads = 1
+    return opts
+
+
+def open_session(file: Path, role: str, providers: Sequence[str] | None = None, threads: int | None = None) -> Session:
+    """One ONNX Runtime session on the preferred available providers (CUDA, then CPU)."""
+    ort = _ort()
+    available = ort.get_available_providers()
+    wanted = [p for p in (providers or DEFAULT_PROVIDERS) if p in available]
+    if not wanted:
+        raise BundleError(f"none of the execution providers {list(providers or [])} is available ({available})")
+    sess = ort.InferenceSession(str(file), sess_options=session_options(threads), providers=wanted)
+    return Session(role, sess, sess.get_inputs()[0].name, sess.get_outputs()[0].name)
+
+
+def load_bundle(path: Path, providers: Sequence[str] | None = None, threads: int | None = None,
+                roles: Sequence[str] | None = None) -> Bundle:
+    """Load and verify a bundle. `roles` limits which artifacts get a session (all by default)."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    sessions: dict[str, Session] = {}
+    for role, art in manifest["artifacts"].items():
+        file = path / art["file"]
+        if not file.is_file():
+            raise BundleError(f"artifact {role}: {file.name} is missing")
+        if sha256_file(file) != art["sha256"]:
+            raise BundleError(f"artifact {role}: sha256 of {file.name} does not match the manifest")
+        if roles is not None and role not in roles:
+            continue
+        sess = open_session(file, role, providers, threads)
+        inputs, outputs = sess.session.get_inputs(), sess.session.get_outputs()
+        if len(inputs) != 1 or sess.input_name != art["input"]["name"] or sess.output_name != art["output"]["name"]:
+            raise BundleError(f"artifact {role}: graph inputs/outputs differ from the manifest")
+        if not (_shapes_match(art["input"]["shape"], inputs[0].shape)
+                and _shapes_match(art["output"]["shape"], outputs[0].shape)):
+            raise BundleError(f"artifact {role}: graph shapes {inputs[0].shape}->{outputs[0].shape} "
+                              "differ from the manifest")
+        sessions[role] = sess
+    return Bundle(path, manifest, sessions)

@@ -1,0 +1,103 @@
+"""Preprocessing parameters shared by trainer and service.
+
+A bundle's manifest stores one `PipelineConfig` (under "preprocessing"); the service
+rebuilds it from there, so features at serving time are computed exactly as at training
+time. Limits on untrusted input (`MediaLimits`) are deployment settings, not model
+parameters, and live apart from it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    # Audio (paper Alg. 1): 16 kHz mono, peak-normalised, 13 MFCCs per 10 ms hop.
+    sample_rate: int = 16_000
+    n_mfcc: int = 13
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    audio_code_dim: int = 32
+    # Window of audio codes summarised around each summary frame (seconds).
+    audio_window_s: float = 1.0
+    # Frames (paper Alg. 2): sampled at `frame_fps`, at most `max_frames` per clip (long
+    # clips are sampled more sparsely), decoded with the long side at most `frame_max_side`.
+    frame_fps: float = 4.0
+    max_frames: int = 48
+    frame_max_side: int = 360
+    # Face crop: the largest detected face grown by `face_margin` on each side, square.
+    face_margin: float = 0.15
+    face_min_size: int = 40
+    # Frame autoencoder input: grey face thumbnails of `frame_ae_size`², scaled to [0, 1].
+    frame_ae_size: int = 32
+    frame_code_dim: int = 32
+    # K summary frames = steps of the fusion sequence.
+    k_summary: int = 8
+    kmeans_seed: int = 0
+    # ResNet-50 input (paper Alg. 3): grey face replicated to 3 channels, (p - mean) / std.
+    image_size: int = 64
+    pixel_mean: float = 127.5
+    pixel_std: float = 127.5
+    image_feature_dim: int = 2048
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PipelineConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            # A newer trainer wrote parameters this code does not implement: refuse
+            # rather than silently compute different features.
+            raise ValueError(f"unknown preprocessing parameters: {', '.join(unknown)}")
+        return cls(**data)
+
+    # --- the fusion step layout (design §2 step 5) -------------------------------------
+    @property
+    def flag_names(self) -> tuple[str, ...]:
+        return FLAG_NAMES
+
+    @property
+    def step_dim(self) -> int:
+        return self.image_feature_dim + 2 * self.audio_code_dim + len(FLAG_NAMES)
+
+    def layout(self) -> dict[str, list[int]]:
+        """Half-open [start, end) column ranges of each block in a fusion step."""
+        img = self.image_feature_dim
+        aud = self.audio_code_dim
+        return {
+            "image": [0, img],
+            "audio_mean": [img, img + aud],
+            "audio_std": [img + aud, img + 2 * aud],
+            "flags": [img + 2 * aud, self.step_dim],
+        }
+
+    @property
+    def flag_columns(self) -> list[int]:
+        start, end = self.layout()["flags"]
+        return list(range(start, end))
+
+
+# Presence flags at the end of every fusion step: a missing modality is explicit.
+FLAG_NAMES = ("audio_present", "video_present", "face_detected")
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Bounds on untrusted media, checked by the ffprobe gate before decoding."""
+
+    max_duration_s: float = 900.0
+    max_width: int = 3840
+    max_height: int = 2160
+    max_frames: int = 200_000
+    timeout_s: float = 60.0
+    allowed_formats: tuple[str, ...] = (
+        "mov,mp4,m4a,3gp,3g2,mj2",
+        "matroska,webm",
+        "avi",
+        "flv",
+    )

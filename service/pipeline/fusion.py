@@ -1,0 +1,57 @@
+"""The fusion sequence (design §2 step 5).
+
+Step t = [ResNet feature of summary face t | mean and std of the audio codes in the
+window around its time | presence flags]. Missing modalities are zeros *with* a flag.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import FLAG_NAMES, PipelineConfig
+
+
+def audio_window_stats(codes: np.ndarray, code_times: np.ndarray, centres: np.ndarray,
+                       window_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the codes within ±window/2 of each centre.
+
+    Returns (stats float32 [T, 2 * code_dim], present bool [T]). A centre with no code in
+    its window takes the nearest code, so a short clip still contributes its audio.
+    """
+    t_count, dim = len(centres), codes.shape[1] if codes.ndim == 2 else 0
+    stats = np.zeros((t_count, 2 * dim), np.float32)
+    present = np.zeros(t_count, bool)
+    if len(codes) == 0:
+        return stats, present
+    half = window_s / 2
+    for t, c in enumerate(centres):
+        lo, hi = np.searchsorted(code_times, [c - half, c + half])
+        window = codes[lo:hi] if hi > lo else codes[[int(np.abs(code_times - c).argmin())]]
+        stats[t, :dim] = window.mean(axis=0)
+        stats[t, dim:] = window.std(axis=0)
+        present[t] = True
+    return stats, present
+
+
+def build_sequence(cfg: PipelineConfig, image_features: np.ndarray | None, face_detected: np.ndarray,
+                   audio_stats: np.ndarray, audio_present: np.ndarray) -> np.ndarray:
+    """Assemble the [K, step_dim] fusion sequence; `image_features` None = no video."""
+    k = cfg.k_summary
+    seq = np.zeros((k, cfg.step_dim), np.float32)
+    lay = cfg.layout()
+    flags = np.zeros((k, len(FLAG_NAMES)), np.float32)
+    if image_features is not None:
+        a, b = lay["image"]
+        seq[:, a:b] = image_features
+        flags[:, 1] = 1.0
+        flags[:, 2] = face_detected.astype(np.float32)
+    a, b = lay["audio_mean"][0], lay["audio_std"][1]
+    seq[:, a:b] = audio_stats * audio_present[:, None]
+    flags[:, 0] = audio_present.astype(np.float32)
+    a, b = lay["flags"]
+    seq[:, a:b] = flags
+    return seq
+
+
+def step_times(duration_s: float, k: int) -> np.ndarray:
+    """K evenly spread times (interval centres): the clock of a clip without video frames."""
+    return (np.arange(k) + 0.5) * duration_s / k
