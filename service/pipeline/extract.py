@@ -58,14 +58,18 @@ def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: Sta
     return DecodedClip(info, signal, frames, times)
 
 
-def audio_codes(signal: np.ndarray, cfg: PipelineConfig, encoders: Encoders) -> tuple[np.ndarray, np.ndarray]:
-    """Audio-autoencoder codes per MFCC frame; empty when the track is missing or silent."""
+def audio_mfcc(signal: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """MFCC frames and their times; empty when the track is missing or silent."""
     if audio.is_silent(signal):
-        return np.zeros((0, cfg.audio_code_dim), np.float32), np.zeros(0)
-    mfcc, times = audio.mfcc_frames(signal, cfg)
+        return np.zeros((0, cfg.n_mfcc), np.float32), np.zeros(0)
+    return audio.mfcc_frames(signal, cfg)
+
+
+def audio_codes(mfcc: np.ndarray, cfg: PipelineConfig, encoders: Encoders) -> np.ndarray:
+    """Audio-autoencoder codes per MFCC frame."""
     if len(mfcc) == 0:
-        return np.zeros((0, cfg.audio_code_dim), np.float32), times
-    return encoders.encode_audio(mfcc), times
+        return np.zeros((0, cfg.audio_code_dim), np.float32)
+    return encoders.encode_audio(mfcc)
 
 
 def summary_faces(frames: np.ndarray, frame_times: np.ndarray, cfg: PipelineConfig, encoders: Encoders,
@@ -97,7 +101,8 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders,
                   timer: StageTimer | None = None) -> ClipFeatures:
     timer = timer or StageTimer()
     with timer.stage("audio_features"):
-        codes, code_times = audio_codes(clip.audio, cfg, encoders)
+        mfcc, code_times = audio_mfcc(clip.audio, cfg)
+        codes = audio_codes(mfcc, cfg, encoders)
     image_feats = None
     detected = np.zeros(cfg.k_summary, bool)
     if len(clip.frames):

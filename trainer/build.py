@@ -1,0 +1,289 @@
+"""`trainer build`: corpora -> features -> models -> ONNX bundle + manifest + report."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from service.bundle import SCHEMA_VERSION, EncoderSessions, open_session, sha256_file
+from service.pipeline.config import PipelineConfig
+
+from . import __version__
+from .cache import FeatureCache
+from .data import LABEL_SETS, Sample, discover_corpora, load_corpus, map_label
+from .evaluate import metrics
+from .features import all_mfcc, face_crops, image_features, video_sequences
+from .pairs import FacePool, build_pairs
+from .profiles import BuildOptions
+from .report import write_report
+from .splits import split_of
+
+log = logging.getLogger("trainer")
+SPLITS = ("train", "val", "test")
+CLASSIFIERS = ("bilstm_sa", "bilstm", "cnn")          # the proposed model, then the baselines
+ROLE_OF = {"bilstm_sa": "classifier", "bilstm": "baseline_bilstm", "cnn": "baseline_cnn"}
+
+
+class Step:
+    """Logs each long step with its duration (the progress bars show the items)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        log.info("▶ %s", self.name)
+
+    def __exit__(self, *exc):
+        log.info("✓ %s (%.1f s)", self.name, time.perf_counter() - self.start)
+
+
+# --------------------------------------------------------------------------- data
+def load_samples(opts: BuildOptions) -> list[Sample]:
+    found = discover_corpora(opts.data_dir)
+    wanted = opts.corpora or tuple(found)
+    missing = [c for c in wanted if c not in found]
+    if missing:
+        log.warning("corpora not found under %s: %s", opts.data_dir, ", ".join(missing))
+    samples = [s for c in wanted if c in found for s in load_corpus(c, found[c])]
+    if not samples:
+        raise SystemExit(f"no corpus found under {opts.data_dir}")
+    return [s for s in samples if map_label(s.label, opts.label_set) is not None]
+
+
+def cap(samples: list[Sample], per: int | None, key, rng: np.random.Generator) -> list[Sample]:
+    """At most `per` samples per key (seeded), to size a quick build."""
+    if per is None:
+        return samples
+    groups: dict[Any, list[Sample]] = defaultdict(list)
+    for s in samples:
+        groups[key(s)].append(s)
+    out = []
+    for k in sorted(groups, key=str):
+        g = groups[k]
+        out += [g[i] for i in sorted(rng.choice(len(g), size=min(per, len(g)), replace=False))]
+    return out
+
+
+def by_split(samples: Sequence[Sample], modality: str) -> dict[str, list[Sample]]:
+    out: dict[str, list[Sample]] = {s: [] for s in SPLITS}
+    for s in samples:
+        if s.modality == modality:
+            out[split_of(s)].append(s)
+    return out
+
+
+# --------------------------------------------------------------------------- models
+def train_autoencoder(x: np.ndarray, hidden: int, epochs: int, batch: int, name: str, seed: int):
+    """Dense autoencoder on standardised inputs; returns the encoder with the
+    standardisation built in (so the exported graph takes raw features)."""
+    import keras
+
+    from .models import build_dense_autoencoder
+
+    keras.utils.set_random_seed(seed)
+    mean, var = x.mean(0), x.var(0) + 1e-6
+    xn = (x - mean) / np.sqrt(var)
+    auto, encoder = build_dense_autoencoder(x.shape[1], hidden=hidden, bottleneck=32, name=name)
+    auto.fit(xn, xn, epochs=epochs, batch_size=batch, shuffle=True, verbose=0)
+    inp = keras.Input((x.shape[1],), name=f"{name}_input")
+    norm = keras.layers.Normalization(mean=mean, variance=var)
+    return keras.Model(inp, encoder(norm(inp)), name=f"{name}_encoder")
+
+
+def with_standardisation(core, x: np.ndarray):
+    """Wrap a sequence classifier with per-feature standardisation fitted on `x`."""
+    import keras
+
+    rows = x.reshape(-1, x.shape[-1])
+    inp = keras.Input(x.shape[1:])
+    out = core(keras.layers.Normalization(mean=rows.mean(0), variance=rows.var(0) + 1e-6)(inp))
+    model = keras.Model(inp, out, name=core.name)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def class_weights(y: np.ndarray, n: int) -> dict[int, float]:
+    counts = np.bincount(y, minlength=n).astype(float)
+    return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+# --------------------------------------------------------------------------- build
+def build(opts: BuildOptions) -> Path:
+    import keras
+
+    from .export import export_onnx
+    from .models import build_bilstm, build_bilstm_sa, build_cnn, build_resnet50
+    from .select import select_features
+
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(opts.seed)
+    keras.utils.set_random_seed(opts.seed)
+    classes = list(LABEL_SETS[opts.label_set])
+    cls_index = {c: i for i, c in enumerate(classes)}
+    cfg = PipelineConfig(image_size=opts.image_size, k_summary=opts.k_summary)
+    cache = FeatureCache(opts.cache_dir)
+    stage = opts.out_dir.parent / f".{opts.out_dir.name}.building"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    exports: dict[str, Any] = {}
+
+    with Step("load corpora"):
+        samples = load_samples(opts)
+        audio = by_split(cap([s for s in samples if s.modality == "audio"], opts.audio_per_speaker_class,
+                             lambda s: (s.speaker, s.label), rng), "audio")
+        faces = by_split(samples, "image")
+        faces = {k: cap(v, opts.faces_per_class, lambda s: s.label, rng) for k, v in faces.items()}
+        videos = by_split(samples, "video")
+        counts = {m: {k: len(v) for k, v in d.items()} for m, d in
+                  (("audio", audio), ("image", faces), ("video", videos))}
+        log.info("samples per split: %s", counts)
+    if not audio["train"] or not faces["train"]:
+        raise SystemExit("training needs audio clips and face images in the train split")
+
+    def labels(ss: Sequence[Sample]) -> np.ndarray:
+        return np.array([cls_index[map_label(s.label, opts.label_set)] for s in ss], dtype=np.int64)
+
+    with Step("audio: decode + MFCC"):
+        mfcc = {k: all_mfcc(v, cfg, cache) for k, v in audio.items()}
+
+    with Step("audio autoencoder"):
+        frames = np.concatenate([m["mfcc"] for m in mfcc["train"] if len(m["mfcc"])])
+        if len(frames) > 300_000:
+            frames = frames[rng.choice(len(frames), 300_000, replace=False)]
+        enc = train_autoencoder(frames, 64, opts.ae_epochs, 256, "audio_ae", opts.seed)
+        exports["audio_encoder"] = export_onnx(enc, stage / "audio_encoder.onnx", sample_inputs=frames[:256],
+                                               input_name="mfcc", output_name="code")
+
+    with Step("faces: load + crop"):
+        crops = {k: face_crops(v, cfg) if v else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
+                 for k, v in faces.items()}
+        face_y = {k: labels(v) for k, v in faces.items()}
+
+    with Step("ResNet-50 face backbone"):
+        from service.pipeline.visual import resnet_input
+
+        clf, backbone = build_resnet50(cfg.image_size, len(classes),
+                                       weights_path=str(opts.resnet_weights) if opts.resnet_weights else None)
+        if opts.resnet_epochs:
+            val = (resnet_input(crops["val"], cfg), face_y["val"]) if len(crops["val"]) else None
+            clf.fit(resnet_input(crops["train"], cfg), face_y["train"], validation_data=val,
+                    epochs=opts.resnet_epochs, batch_size=opts.batch_size, shuffle=True, verbose=0,
+                    class_weight=class_weights(face_y["train"], len(classes)))
+        face_only_backbone = {}
+        if len(crops["test"]):
+            p = clf.predict(resnet_input(crops["test"], cfg), batch_size=128, verbose=0)
+            face_only_backbone = metrics(face_y["test"], p, classes)
+        exports["image_features"] = export_onnx(
+            backbone, stage / "image_features.onnx", sample_inputs=resnet_input(crops["train"][:4], cfg),
+            input_name="face", output_name="features", fp16_weights=opts.fp16_resnet)
+
+    with Step("frame autoencoder"):
+        from service.pipeline.visual import thumbnails
+
+        thumbs = thumbnails(crops["train"], cfg)
+        fenc = train_autoencoder(thumbs, 256, opts.ae_epochs, 128, "frame_ae", opts.seed)
+        exports["frame_encoder"] = export_onnx(fenc, stage / "frame_encoder.onnx", sample_inputs=thumbs[:64],
+                                               input_name="thumbnail", output_name="code")
+
+    encoders = EncoderSessions({role: open_session(exports[role].path, role)
+                                for role in ("audio_encoder", "frame_encoder", "image_features")})
+
+    with Step("fusion sequences (pseudo-pairs + real audio-visual clips)"):
+        pools = {k: FacePool(image_features(crops[k], cfg, encoders), face_y[k]) for k in SPLITS}
+        # Validation draws faces from the train pool when no validation faces exist.
+        pools["val"] = pools["val"] if len(pools["val"].labels) else pools["train"]
+        groups = {k: [s.speaker for s in audio[k]] for k in SPLITS}
+        data = {
+            "train": build_pairs(cfg, encoders, mfcc["train"], labels(audio["train"]), groups["train"],
+                                 pools["train"], draws=opts.pair_draws, rng=rng, dropout=opts.modality_dropout),
+            "val": build_pairs(cfg, encoders, mfcc["val"], labels(audio["val"]), groups["val"], pools["val"],
+                               draws=1, rng=rng),
+            "test": build_pairs(cfg, encoders, mfcc["test"], labels(audio["test"]), groups["test"],
+                                pools["test"], draws=1, rng=rng, views=("fused", "audio", "face")),
+        }
+        real_av = {k: (video_sequences(v, cfg, encoders), labels(v)) for k, v in videos.items()}
+        if len(real_av["train"][1]):  # real pairs join the training data as they are
+            d = data["train"]
+            d["X"] = np.concatenate([d["X"], real_av["train"][0]])
+            d["y"] = np.concatenate([d["y"], real_av["train"][1]])
+            d["view"] = np.concatenate([d["view"], ["real_av"] * len(real_av["train"][1])])
+            d["group"] = np.concatenate([d["group"], [s.speaker for s in videos["train"]]])
+
+    with Step("IZOA feature selection"):
+        tr = data["train"]
+        flags = cfg.flag_columns
+        sel = select_features(tr["X"].mean(axis=1), tr["y"], np.asarray(tr["group"]), method="izoa",
+                              population=opts.izoa_population, iterations=opts.izoa_iterations,
+                              always_keep=flags, seed=opts.seed)
+        mask = np.flatnonzero(sel.mask)
+        log.info("IZOA kept %d of %d features (fitness %.4f, CV error %.4f)", len(mask), cfg.step_dim,
+                 sel.fitness, sel.cv_error)
+
+    results: dict[str, Any] = {}
+    builders = {"bilstm_sa": build_bilstm_sa, "bilstm": build_bilstm, "cnn": build_cnn}
+    for name in CLASSIFIERS:
+        with Step(f"classifier {name}"):
+            keras.utils.set_random_seed(opts.seed)
+            tr, va = data["train"], data["val"]
+            model = with_standardisation(builders[name](cfg.k_summary, len(mask), len(classes)), tr["X"][..., mask])
+            callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=8, restore_best_weights=True)]
+            model.fit(tr["X"][..., mask], tr["y"], epochs=opts.clf_epochs, batch_size=opts.batch_size,
+                      validation_data=(va["X"][..., mask], va["y"]) if len(va["y"]) else None,
+                      callbacks=callbacks if len(va["y"]) else [], shuffle=True, verbose=0,
+                      class_weight=class_weights(tr["y"], len(classes)))
+            role = ROLE_OF[name]
+            exports[role] = export_onnx(model, stage / f"{role}.onnx", sample_inputs=tr["X"][:8, :, mask],
+                                        input_name="sequence", output_name="probabilities", dynamic_axes=(0,))
+            # Scores come from the exported ONNX graph: what ships is what is measured.
+            sess = open_session(exports[role].path, role)
+            te = data["test"]
+            results[name] = {view: metrics(te["y"][te["view"] == view], sess.run(te["X"][te["view"] == view][..., mask]),
+                                           classes) for view in ("fused", "audio", "face") if (te["view"] == view).any()}
+            if len(real_av["test"][1]):
+                results[name]["real_av"] = metrics(real_av["test"][1], sess.run(real_av["test"][0][..., mask]), classes)
+
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": opts.name,
+        "version": opts.version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "trainer_version": __version__,
+        "label_set": opts.label_set,
+        "classes": classes,
+        "preprocessing": cfg.to_dict(),
+        "features": {"step_dim": cfg.step_dim, "steps": cfg.k_summary, "layout": cfg.layout(),
+                     "flags": list(cfg.flag_names)},
+        "mask": {"method": "izoa", "selected": mask.tolist(), "n_selected": int(len(mask)),
+                 "n_total": cfg.step_dim, "fitness": sel.fitness, "cv_error": sel.cv_error},
+        "artifacts": {role: {
+            "file": e.path.name, "sha256": sha256_file(e.path), "bytes": e.path.stat().st_size,
+            "input": {"name": e.input_name, "shape": e.input_shape},
+            "output": {"name": e.output_name, "shape": e.output_shape},
+            "parity_max_abs_diff": e.max_abs_diff, "fp16_weights": e.fp16_weights,
+        } for role, e in exports.items()},
+        "metrics": {"test": {n: r for n, r in results.items()}, "face_backbone_test": face_only_backbone},
+        "provenance": {
+            "profile": opts.profile, "data_dir": str(opts.data_dir), "samples_per_split": counts,
+            "splits": "speaker-independent: see trainer/splits.py",
+            "fusion_training": "pseudo-pairs: audio clips paired with face images of the same emotion "
+                               "from the same split (no audio-visual corpus available), plus real "
+                               "audio-visual clips when present",
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
+            "build_seconds": round(time.perf_counter() - t_start, 1),
+        },
+    }
+    (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_report(stage, manifest)
+    if opts.out_dir.exists():
+        shutil.rmtree(opts.out_dir)
+    stage.rename(opts.out_dir)
+    log.info("bundle written to %s in %.0f s", opts.out_dir, time.perf_counter() - t_start)
+    return opts.out_dir

@@ -1,0 +1,58 @@
+"""Build profiles: `quick` (a few minutes; what the tests and the first shipped bundle
+use) and `full` (everything in the data folder). Every field can be overridden from
+the command line."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    data_dir: Path
+    out_dir: Path
+    profile: str = "full"
+    name: str = "emotion-av"
+    version: str = "0.1.0"
+    label_set: str = "basic7"
+    corpora: tuple[str, ...] = ()          # empty: every corpus found under data_dir
+    cache_dir: Path | None = None
+    resnet_weights: Path | None = None
+    seed: int = 0
+    # preprocessing (PipelineConfig overrides)
+    image_size: int = 64
+    k_summary: int = 8
+    # data caps (None: all): audio clips per (speaker, class), face images per (split, class)
+    audio_per_speaker_class: int | None = None
+    faces_per_class: int | None = None
+    # training
+    ae_epochs: int = 20
+    resnet_epochs: int = 30
+    clf_epochs: int = 60
+    batch_size: int = 64
+    pair_draws: int = 3
+    modality_dropout: float = 0.15
+    fp16_resnet: bool = True
+    # IZOA
+    izoa_population: int = 20
+    izoa_iterations: int = 30
+    extra: dict = field(default_factory=dict)
+
+
+QUICK = dict(
+    corpora=("ravdess", "fer2013", "cremad"),
+    audio_per_speaker_class=3,
+    faces_per_class=120,
+    ae_epochs=3,
+    resnet_epochs=1,
+    clf_epochs=8,
+    pair_draws=2,
+    izoa_population=6,
+    izoa_iterations=3,
+)
+
+PROFILES = {"quick": QUICK, "full": {}}
+
+
+def with_profile(opts: BuildOptions) -> BuildOptions:
+    return replace(opts, **PROFILES[opts.profile])
