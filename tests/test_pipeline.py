@@ -1,0 +1,122 @@
+"""The shared feature pipeline, stage by stage, on generated media and real clips."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import corpus_dir
+from media import make_video, need_ffmpeg
+from service.pipeline import audio, fusion, media, visual
+from service.pipeline.config import MediaLimits, PipelineConfig
+from service.pipeline.extract import audio_mfcc, decode_clip
+
+CFG = PipelineConfig()
+
+
+def test_probe_reads_streams_and_display_size(tmp_path):
+    info = media.probe(make_video(tmp_path / "a.mp4", size="640x360"), MediaLimits())
+    assert info.has_audio and info.has_video
+    assert (info.width, info.height) == (640, 360)
+    assert info.duration_s == pytest.approx(2.0, abs=0.1)
+    assert info.format_name == "mov,mp4,m4a,3gp,3g2,mj2"
+
+
+def test_probe_refuses_out_of_bounds(tmp_path):
+    clip = make_video(tmp_path / "a.mp4", size="640x360", seconds=3)
+    with pytest.raises(media.MediaError) as e:
+        media.probe(clip, MediaLimits(max_width=320))
+    assert e.value.status == 413 and e.value.code == "resolution_too_large"
+    with pytest.raises(media.MediaError) as e:
+        media.probe(clip, MediaLimits(max_duration_s=1.0))
+    assert e.value.status == 413 and e.value.code == "too_long"
+
+
+def test_probe_refuses_text_and_foreign_containers(tmp_path):
+    need_ffmpeg()
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    with pytest.raises(media.MediaError) as e:
+        media.probe(text, MediaLimits())
+    assert e.value.status == 400
+    wav = make_video(tmp_path / "tone.wav", video=False, acodec="pcm_s16le")
+    with pytest.raises(media.MediaError) as e:
+        media.probe(wav, MediaLimits())
+    assert e.value.status == 415
+
+
+def test_audio_is_16k_mono_and_frames_are_bounded(tmp_path):
+    clip = make_video(tmp_path / "a.mp4", seconds=4.0, size="1280x720")
+    decoded = decode_clip(clip, CFG, MediaLimits())
+    assert decoded.audio.dtype == np.float32
+    assert len(decoded.audio) == pytest.approx(4.0 * CFG.sample_rate, rel=0.02)
+    assert decoded.frames.shape[0] == pytest.approx(4.0 * CFG.frame_fps, abs=1)
+    assert max(decoded.frames.shape[1:]) == CFG.frame_max_side
+    assert np.all(np.diff(decoded.frame_times) > 0)
+
+
+def test_long_clip_sampling_respects_max_frames(tmp_path):
+    cfg = PipelineConfig(max_frames=10)
+    decoded = decode_clip(make_video(tmp_path / "a.mp4", seconds=8.0), cfg, MediaLimits())
+    assert 8 <= len(decoded.frames) <= 10
+    assert decoded.frame_times[-1] <= 8.0
+
+
+def test_mfcc_shape_and_silence():
+    t = np.arange(CFG.sample_rate, dtype=np.float32) / CFG.sample_rate
+    mfcc, times = audio_mfcc(0.3 * np.sin(2 * np.pi * 440 * t), CFG)
+    assert mfcc.shape == (CFG.sample_rate // CFG.hop_length + 1, CFG.n_mfcc)
+    assert times[1] - times[0] == pytest.approx(CFG.hop_length / CFG.sample_rate)
+    silent, _ = audio_mfcc(np.zeros(CFG.sample_rate, np.float32), CFG)
+    assert len(silent) == 0
+    # peak normalisation: the MFCCs do not depend on the recording level
+    loud, _ = audio_mfcc(0.9 * np.sin(2 * np.pi * 440 * t), CFG)
+    np.testing.assert_allclose(mfcc, loud, atol=1e-3)
+
+
+def test_face_detected_on_real_clip_and_fallback_flagged():
+    clip = sorted(corpus_dir("cremad_av").glob("*.flv"))[0]
+    decoded = decode_clip(clip, CFG, MediaLimits())
+    crops = [visual.crop_face(f, CFG) for f in decoded.frames]
+    assert sum(c.detected for c in crops) >= len(crops) - 1
+    assert crops[0].image.shape == (CFG.image_size, CFG.image_size)
+    blank = visual.crop_face(np.full((240, 320), 128, np.uint8), CFG)
+    assert not blank.detected and blank.image.shape == (CFG.image_size, CFG.image_size)
+
+
+def test_summary_selection_picks_one_frame_per_cluster_in_time_order():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8)) * 10
+    # 40 frames in 4 scenes of 10 consecutive frames each
+    latents = np.concatenate([c + rng.normal(scale=0.1, size=(10, 8)) for c in centres])
+    chosen = visual.select_summary(latents, k=4, seed=0)
+    assert list(chosen) == sorted(chosen)
+    assert sorted(i // 10 for i in chosen) == [0, 1, 2, 3]
+
+
+def test_summary_selection_repeats_when_too_few_frames():
+    chosen = visual.select_summary(np.eye(3, dtype=np.float32), k=8, seed=0)
+    assert len(chosen) == 8 and set(chosen) == {0, 1, 2} and list(chosen) == sorted(chosen)
+
+
+def test_fusion_flags_mark_missing_modalities():
+    k = CFG.k_summary
+    codes = np.ones((100, CFG.audio_code_dim), np.float32)
+    times = np.arange(100) * 0.01
+    stats, present = fusion.audio_window_stats(codes, times, fusion.step_times(1.0, k), CFG.audio_window_s)
+    assert present.all() and np.allclose(stats[:, :CFG.audio_code_dim], 1) and np.allclose(stats[:, CFG.audio_code_dim:], 0)
+    no_video = fusion.build_sequence(CFG, None, np.zeros(k, bool), stats, present)
+    a, b = CFG.layout()["flags"]
+    assert no_video.shape == (k, CFG.step_dim)
+    assert (no_video[:, a:b] == [1, 0, 0]).all()
+    assert not no_video[:, : CFG.image_feature_dim].any()
+    feats = np.full((k, CFG.image_feature_dim), 0.5, np.float32)
+    no_audio = fusion.build_sequence(CFG, feats, np.ones(k, bool), np.zeros_like(stats), np.zeros(k, bool))
+    assert (no_audio[:, a:b] == [0, 1, 1]).all()
+
+
+def test_config_round_trip_refuses_unknown_parameters():
+    assert PipelineConfig.from_dict(CFG.to_dict()) == CFG
+    with pytest.raises(ValueError, match="unknown preprocessing"):
+        PipelineConfig.from_dict({**CFG.to_dict(), "new_param": 1})
