@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -23,3 +29,74 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"shared data folder not found at {DATA_DIR} (set EMOTION_DATA_DIR)")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def quick_bundle(tmp_path_factory, data_dir) -> Path:
+    """A bundle built by `trainer build --profile quick` on the shared data, once per run.
+
+    EMOTION_TEST_BUNDLE points at an existing one instead (to iterate on service tests).
+    """
+    given = os.environ.get("EMOTION_TEST_BUNDLE")
+    if given:
+        return Path(given)
+    out = tmp_path_factory.mktemp("bundle") / "quick"
+    cmd = [sys.executable, "-m", "trainer.cli", "build", "--profile", "quick", "--data", str(data_dir),
+           "--out", str(out), "--cache", str(REPO_ROOT / ".cache" / "features")]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"trainer build --profile quick failed:\n{proc.stderr[-4000:]}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m service` in a child process: a real uvicorn on 127.0.0.1."""
+
+    def __init__(self, model_dir: Path, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="svc-tmp-"))
+        full_env = {**os.environ, "EMOTION_TMP_DIR": str(self.tmp), **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
+             "--model-dir", str(model_dir)],
+            cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited early:\n{self.proc.stdout.read()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError("service did not become ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server(quick_bundle) -> Server:
+    srv = Server(quick_bundle)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()

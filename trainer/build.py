@@ -115,6 +115,11 @@ def class_weights(y: np.ndarray, n: int) -> dict[int, float]:
     return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
+def pipeline_config(opts: BuildOptions) -> PipelineConfig:
+    """The preprocessing a build uses; written to the manifest for the service."""
+    return PipelineConfig(image_size=opts.image_size, k_summary=opts.k_summary)
+
+
 # --------------------------------------------------------------------------- build
 def build(opts: BuildOptions) -> Path:
     import keras
@@ -128,7 +133,7 @@ def build(opts: BuildOptions) -> Path:
     keras.utils.set_random_seed(opts.seed)
     classes = list(LABEL_SETS[opts.label_set])
     cls_index = {c: i for i, c in enumerate(classes)}
-    cfg = PipelineConfig(image_size=opts.image_size, k_summary=opts.k_summary)
+    cfg = pipeline_config(opts)
     cache = FeatureCache(opts.cache_dir)
     stage = opts.out_dir.parent / f".{opts.out_dir.name}.building"
     shutil.rmtree(stage, ignore_errors=True)

@@ -1,0 +1,74 @@
+"""The bundle contract (design §4): manifest, hashes, and refusal of what cannot be honoured."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from service.bundle import REQUIRED_ROLES, BundleError, load_bundle, sha256_file
+
+pytestmark = pytest.mark.slow
+
+
+def test_manifest_lists_the_artifacts_with_matching_hashes(quick_bundle):
+    manifest = json.loads((quick_bundle / "manifest.json").read_text())
+    assert set(REQUIRED_ROLES) <= set(manifest["artifacts"])
+    for role, art in manifest["artifacts"].items():
+        assert art["file"].endswith(".onnx")
+        assert sha256_file(quick_bundle / art["file"]) == art["sha256"], role
+        assert art["parity_max_abs_diff"] is not None
+    assert manifest["classes"] == ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    for key in ("schema_version", "name", "version", "created", "trainer_version", "preprocessing",
+                "features", "mask", "metrics", "provenance"):
+        assert key in manifest
+    flags = manifest["features"]["layout"]["flags"]
+    assert set(range(*flags)) <= set(manifest["mask"]["selected"])  # presence flags always kept
+    assert (quick_bundle / "report.md").is_file() and (quick_bundle / "metrics.json").is_file()
+
+
+def test_loaded_bundle_classifies(quick_bundle):
+    bundle = load_bundle(quick_bundle, ["CPUExecutionProvider"])
+    cfg = bundle.config
+    probs = bundle.classify(np.zeros((3, cfg.k_summary, cfg.step_dim), np.float32))
+    assert probs.shape == (3, len(bundle.classes))
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+
+
+@pytest.fixture
+def copy(quick_bundle, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(quick_bundle, dst)
+    return dst
+
+
+def test_tampered_artifact_is_refused(copy):
+    with open(copy / "classifier.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(copy)
+
+
+def test_unknown_schema_is_refused(copy):
+    m = json.loads((copy / "manifest.json").read_text())
+    m["schema_version"] = 99
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="schema"):
+        load_bundle(copy)
+
+
+def test_unknown_preprocessing_is_refused(copy):
+    m = json.loads((copy / "manifest.json").read_text())
+    m["preprocessing"]["denoise"] = True
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="unknown preprocessing"):
+        load_bundle(copy)
+
+
+def test_declared_shapes_must_match_the_graph(copy):
+    m = json.loads((copy / "manifest.json").read_text())
+    m["artifacts"]["image_features"]["output"]["shape"] = [None, 1000]
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="shapes"):
+        load_bundle(copy)

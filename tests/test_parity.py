@@ -1,0 +1,68 @@
+"""Train/serve skew: the trainer and the service compute identical features for the same file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import corpus_dir
+from media import make_video
+from service.bundle import EncoderSessions, load_bundle, open_session
+from service.pipeline.extract import audio_mfcc, clip_features, decode_clip
+from service.settings import Settings
+from trainer.build import pipeline_config
+from trainer.cache import FeatureCache
+from trainer.data import Sample
+from trainer.features import mfcc_of, video_sequences
+from trainer.profiles import BuildOptions, with_profile
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trainer_side(quick_bundle):
+    """What the trainer uses: the config from its build options and the ONNX files it exported."""
+    opts = with_profile(BuildOptions(data_dir=Path("."), out_dir=quick_bundle, profile="quick"))
+    manifest = json.loads((quick_bundle / "manifest.json").read_text())
+    sessions = {r: open_session(quick_bundle / manifest["artifacts"][r]["file"], r)
+                for r in ("audio_encoder", "frame_encoder", "image_features")}
+    return pipeline_config(opts), EncoderSessions(sessions)
+
+
+@pytest.fixture(scope="module")
+def service_side(quick_bundle):
+    """What the service uses: the bundle as it loads it, config rebuilt from the manifest."""
+    return load_bundle(quick_bundle, ["CPUExecutionProvider"]), Settings().media_limits()
+
+
+def test_trainer_config_is_what_the_service_reads(trainer_side, service_side):
+    assert trainer_side[0] == service_side[0].config
+
+
+@pytest.mark.parametrize("emotion", ["ANG", "HAP"])
+def test_identical_sequences_for_a_real_clip(trainer_side, service_side, emotion):
+    clip = corpus_dir("cremad_av") / f"1001_DFA_{emotion}_XX.flv"
+    cfg, encoders = trainer_side
+    sample = Sample(path=clip, label="angry", speaker="cremad:1001", corpus="cremad", modality="video")
+    trained = video_sequences([sample], cfg, encoders)[0]
+    bundle, limits = service_side
+    served = clip_features(decode_clip(clip, bundle.config, limits), bundle.config, bundle).sequence
+    assert served.shape == (cfg.k_summary, cfg.step_dim)
+    np.testing.assert_array_equal(trained, served)
+    assert served[:, : cfg.image_feature_dim].any() and served[:, cfg.flag_columns].all()
+
+
+def test_identical_mfcc_for_the_same_audio(trainer_side, service_side, tmp_path):
+    clip = make_video(tmp_path / "a.mp4", seconds=2)
+    cfg = trainer_side[0]
+    sample = Sample(path=clip, label="neutral", speaker="x:1", corpus="x", modality="audio")
+    trained = mfcc_of(sample, cfg, FeatureCache(tmp_path / "cache"))
+    cached = mfcc_of(sample, cfg, FeatureCache(tmp_path / "cache"))  # a cache hit returns the same
+    bundle, limits = service_side
+    served, times = audio_mfcc(decode_clip(clip, bundle.config, limits).audio, bundle.config)
+    assert len(served) > 100
+    np.testing.assert_array_equal(trained["mfcc"], served)
+    np.testing.assert_array_equal(cached["mfcc"], served)
+    np.testing.assert_array_equal(trained["times"], times)

@@ -1,0 +1,113 @@
+"""Integration: a real uvicorn serving a quick-profile bundle, answering real clips."""
+from __future__ import annotations
+
+import math
+
+import httpx
+import pytest
+
+from conftest import corpus_dir
+from media import make_video
+
+pytestmark = pytest.mark.slow
+
+
+def post(server, path, name="clip.mp4", content_type="video/mp4", route="/predict", **kw):
+    with open(path, "rb") as fh:
+        return httpx.post(server.url + route, files={"file": (name, fh, content_type)}, timeout=120, **kw)
+
+
+def check_prediction(body: dict, classes: list[str]) -> None:
+    assert set(body["probabilities"]) == set(classes)
+    assert math.isclose(sum(body["probabilities"].values()), 1.0, abs_tol=1e-6)
+    assert all(0.0 <= p <= 1.0 for p in body["probabilities"].values())
+    assert body["label"] == max(body["probabilities"], key=body["probabilities"].get)
+    assert set(body["modalities"]) == {"audio", "face"}
+    assert body["duration_s"] > 0
+    times = [f["t"] for f in body["summary_frames"]]
+    assert times == sorted(times) and all(0 <= t <= body["duration_s"] for t in times)
+    assert {"probe", "decode_audio", "decode_frames", "audio_features", "classify"} <= set(body["timings_ms"])
+    assert body["model"]["name"]
+
+
+@pytest.fixture(scope="module")
+def classes(server):
+    return httpx.get(server.url + "/v1/models").json()["models"][0]["classes"]
+
+
+def test_health_and_models(server):
+    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(server.url + "/readyz").status_code == 200
+    model = httpx.get(server.url + "/v1/models").json()["models"][0]
+    assert {"audio_encoder", "frame_encoder", "image_features", "classifier"} <= set(model["artifacts"])
+    assert all(a["providers"] for r, a in model["artifacts"].items() if r != "baseline_bilstm" and r != "baseline_cnn")
+
+
+@pytest.mark.parametrize("emotion", ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"])
+def test_real_cremad_clip(server, classes, emotion):
+    clip = corpus_dir("cremad_av") / f"1001_DFA_{emotion}_XX.flv"
+    r = post(server, clip, name=clip.name, content_type="video/x-flv")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    check_prediction(body, classes)
+    assert body["modalities"] == {"audio": "used", "face": "detected"}
+    assert len(body["summary_frames"]) == 8
+    assert sum(f["face_detected"] for f in body["summary_frames"]) >= 7
+
+
+def test_generated_h264_aac_mp4_on_v1_route(server, classes, tmp_path):
+    clip = make_video(tmp_path / "gen.mp4", seconds=3, size="1280x720")
+    r = post(server, clip, route="/v1/predict")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    check_prediction(body, classes)
+    assert body["modalities"]["audio"] == "used"
+    assert body["modalities"]["face"] == "not_found"  # a test pattern has no face: flagged, not hidden
+
+
+def test_timeline_on_request(server, classes, tmp_path):
+    clip = make_video(tmp_path / "gen.mp4", seconds=5)
+    r = post(server, clip, params={"timeline": "true", "segment_s": 2})
+    assert r.status_code == 200, r.text
+    segments = r.json()["timeline"]
+    assert [(s["start_s"], s["end_s"]) for s in segments] == [(0, 2), (2, 4), (4, 5)]
+    for s in segments:
+        assert math.isclose(sum(s["probabilities"].values()), 1.0, abs_tol=1e-6)
+
+
+def test_audio_only_and_video_only_files(server, tmp_path):
+    no_video = post(server, make_video(tmp_path / "a.mp4", video=False))
+    assert no_video.status_code == 200, no_video.text
+    assert no_video.json()["modalities"] == {"audio": "used", "face": "missing"}
+    no_audio = post(server, make_video(tmp_path / "v.mp4", audio=False))
+    assert no_audio.status_code == 200, no_audio.text
+    assert no_audio.json()["modalities"]["audio"] == "missing"
+
+
+@pytest.mark.parametrize("payload,status", [
+    (b"this is just text, not a video\n" * 20, 400),
+    (b"\x00" * 4096, 400),
+])
+def test_bad_files_get_json_4xx(server, tmp_path, payload, status):
+    path = tmp_path / "fake.mp4"
+    path.write_bytes(payload)
+    r = post(server, path)
+    assert r.status_code == status
+    err = r.json()["error"]
+    assert err["code"] and err["message"]
+    assert "/" not in err["message"] and "Traceback" not in r.text
+
+
+def test_request_errors(server, tmp_path):
+    wrong_field = httpx.post(server.url + "/predict", files={"video": ("a.mp4", b"abc", "video/mp4")})
+    assert wrong_field.status_code == 422 and wrong_field.json()["error"]["code"] == "unexpected_fields"
+    not_multipart = httpx.post(server.url + "/predict", content=b"raw", headers={"content-type": "video/mp4"})
+    assert not_multipart.status_code == 415
+    empty = httpx.post(server.url + "/predict", files={"file": ("a.mp4", b"", "video/mp4")})
+    assert empty.status_code == 400
+    bad_param = httpx.post(server.url + "/predict?segment_s=abc", files={"file": ("a.mp4", b"x", "video/mp4")})
+    assert bad_param.status_code == 422
+
+
+def test_no_temp_files_left(server):
+    assert list(server.tmp.iterdir()) == []
