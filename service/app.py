@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        if settings.tmp_dir:
+            settings.tmp_dir.mkdir(parents=True, exist_ok=True)
         bundle = await anyio.to_thread.run_sync(
             lambda: load_bundle(settings.model_dir, settings.providers, settings.ort_threads or None))
         await anyio.to_thread.run_sync(warm_up, bundle)
