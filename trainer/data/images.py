@@ -1,0 +1,42 @@
+"""Face-image corpora: FER2013 in its folder layout and CK+48. Images are never deduplicated
+(some FER2013 folder releases reuse names such as im0.png across classes)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .labels import label_from_word
+from .sample import IMAGE_EXTS, Sample, finish, iter_files
+
+# FER2013 split folder names, lower-cased with separators removed -> split.
+# Kaggle's "test" (PublicTest + PrivateTest together) stays its own split "test".
+FER_SPLITS = {"train": "train", "training": "train", "publictest": "public_test",
+              "privatetest": "private_test", "test": "test"}
+CKPLUS_RE = re.compile(r"(S\d+)_\d+_\d+\.\w+", re.I)  # S010_004_00000017.png
+
+
+def fer_split(folder: str) -> str | None:
+    return FER_SPLITS.get(re.sub(r"[^a-z]", "", folder.lower()))
+
+
+def load_fer2013(root: Path) -> list[Sample]:
+    """<root>/<split>/<emotion>/*.(jpg|png); FER2013 has no identities: speaker "fer2013:unknown"."""
+    found = []
+    for path in iter_files(root, IMAGE_EXTS):
+        label, split = label_from_word(path.parent.name), fer_split(path.parent.parent.name)
+        if label and split:
+            found.append((path, Sample(path, label, "fer2013:unknown", "fer2013", "image", split=split)))
+    return finish(found, root, "FER2013 folders <split>/<emotion>/*.jpg with splits train, "
+                  "public_test, private_test or test and emotions angry, disgust, fear, happy, neutral, sad, surprise")
+
+
+def load_ckplus(root: Path) -> list[Sample]:
+    """<root>/<emotion>/S010_004_00000017.png; "contempt" is dropped (no basic7 class);
+    speaker = the subject prefix ("ckplus:S010"); files without it are skipped."""
+    found = []
+    for path in iter_files(root, IMAGE_EXTS):
+        label, m = label_from_word(path.parent.name), CKPLUS_RE.fullmatch(path.name)
+        if label and m:
+            found.append((path, Sample(path, label, f"ckplus:{m.group(1).upper()}", "ckplus", "image")))
+    return finish(found, root, "CK+48 folders <emotion>/S010_004_00000017.png "
+                  "(anger, disgust, fear, happy, sadness, surprise; contempt is dropped)")
