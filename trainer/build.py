@@ -87,24 +87,25 @@ def train_autoencoder(x: np.ndarray, hidden: int, epochs: int, batch: int, name:
     import keras
 
     from .models import build_dense_autoencoder
+    from .models.standardise import standardiser
 
     keras.utils.set_random_seed(seed)
-    mean, var = x.mean(0), x.var(0) + 1e-6
-    xn = (x - mean) / np.sqrt(var)
+    xn = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-6)
     auto, encoder = build_dense_autoencoder(x.shape[1], hidden=hidden, bottleneck=32, name=name)
     auto.fit(xn, xn, epochs=epochs, batch_size=batch, shuffle=True, verbose=0)
     inp = keras.Input((x.shape[1],), name=f"{name}_input")
-    norm = keras.layers.Normalization(mean=mean, variance=var)
-    return keras.Model(inp, encoder(norm(inp)), name=f"{name}_encoder")
+    return keras.Model(inp, encoder(standardiser(x)(inp)), name=f"{name}_encoder")
 
 
 def with_standardisation(core, x: np.ndarray):
     """Wrap a sequence classifier with per-feature standardisation fitted on `x`."""
     import keras
 
+    from .models.standardise import standardiser
+
     rows = x.reshape(-1, x.shape[-1])
     inp = keras.Input(x.shape[1:])
-    out = core(keras.layers.Normalization(mean=rows.mean(0), variance=rows.var(0) + 1e-6)(inp))
+    out = core(standardiser(rows)(inp))
     model = keras.Model(inp, out, name=core.name)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
