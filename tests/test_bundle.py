@@ -72,3 +72,13 @@ def test_declared_shapes_must_match_the_graph(copy):
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="shapes"):
         load_bundle(copy)
+
+
+def test_shipped_default_bundle_verifies():
+    """The bundle in models/default is what `python -m service` serves out of the box."""
+    from service.settings import DEFAULT_MODEL_DIR
+
+    bundle = load_bundle(DEFAULT_MODEL_DIR, ["CPUExecutionProvider"])
+    assert set(REQUIRED_ROLES) <= set(bundle.sessions)
+    size = sum(f.stat().st_size for f in DEFAULT_MODEL_DIR.iterdir())
+    assert size < 60 * 2**20, f"shipped bundle is {size / 2**20:.1f} MiB"

@@ -288,6 +288,8 @@ def build(opts: BuildOptions) -> Path:
     }
     (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     write_report(stage, manifest)
+    for file in stage.iterdir():
+        file.chmod(0o644)  # readable by a non-root service user (temp files start as 0600)
     if opts.out_dir.exists():
         shutil.rmtree(opts.out_dir)
     stage.rename(opts.out_dir)

@@ -1,0 +1,27 @@
+"""Repository contracts: CI runs the README's test command; the service never imports TensorFlow."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO_ROOT / "README.md").read_text()
+    ci = (REPO_ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci in readme
+
+
+def test_service_process_does_not_load_tensorflow():
+    code = ("import sys, service.app, service.bundle, service.predictor; "
+            "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]; "
+            "sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0
+
+
+def test_trainer_help_documents_the_options():
+    out = subprocess.run([sys.executable, "-m", "trainer.cli", "build", "--help"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    for option in ("--data", "--out", "--profile", "--resnet-weights", "--cache", "--label-set", "--izoa-iterations"):
+        assert option in out
