@@ -15,7 +15,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from . import __version__
-from .bundle import Bundle, load_bundle
+from .bundle import REQUIRED_ROLES, Bundle, load_bundle
 from .errors import ApiError, install_error_handlers
 from .pipeline import audio
 from .predictor import predict_file
@@ -73,7 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.tmp_dir:
             settings.tmp_dir.mkdir(parents=True, exist_ok=True)
         bundle = await anyio.to_thread.run_sync(
-            lambda: load_bundle(settings.model_dir, settings.providers, settings.ort_threads or None))
+            # Every artifact's hash is verified, but only the roles the service runs get a
+            # session: the baselines are there for the report, not for serving.
+            lambda: load_bundle(settings.model_dir, settings.providers, settings.ort_threads or None,
+                                roles=REQUIRED_ROLES))
         await anyio.to_thread.run_sync(warm_up, bundle)
         state["bundle"], state["ready"] = bundle, True
         log.info("bundle %s %s loaded from %s", bundle.name, bundle.version, settings.model_dir)

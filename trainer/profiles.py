@@ -3,7 +3,7 @@ use) and `full` (everything in the data folder). Every field can be overridden f
 the command line."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -36,7 +36,6 @@ class BuildOptions:
     # IZOA
     izoa_population: int = 20
     izoa_iterations: int = 30
-    extra: dict = field(default_factory=dict)
 
 
 QUICK = dict(
