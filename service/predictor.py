@@ -1,15 +1,15 @@
-"""From an uploaded file to the response body: pipeline -> mask -> classifier (design §5)."""
+"""From an uploaded file to the response body: pipeline -> classifier (design §5)."""
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .bundle import Bundle
+from .pipeline.budget import Budget
 from .pipeline.config import MediaLimits
-from .pipeline.extract import ClipFeatures, DecodedClip, clip_features, decode_clip
+from .pipeline.extract import ClipFeatures, DecodedClip, ImageFeatures, clip_features, decode_clip, probe
 from .pipeline.timing import StageTimer
 
 
@@ -31,20 +31,19 @@ def _modalities(feats: ClipFeatures, clip: DecodedClip) -> dict[str, str]:
     return {"audio": audio, "face": face}
 
 
-def segment(clip: DecodedClip, start: float, end: float, sample_rate: int) -> DecodedClip:
-    """The part of a decoded clip within [start, end), with its own clock starting at 0."""
-    a, b = int(start * sample_rate), int(end * sample_rate)
-    keep = (clip.frame_times >= start) & (clip.frame_times < end)
-    info = replace(clip.info, duration_s=end - start)
-    return DecodedClip(info, clip.audio[a:b], clip.frames[keep], clip.frame_times[keep] - start)
-
-
 def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: bool | None = None,
-                 timeline_after_s: float = 30.0, segment_s: float = 10.0) -> dict[str, Any]:
-    timer = StageTimer()
+                 timeline_after_s: float = 30.0, segment_s: float = 10.0, budget: Budget | None = None,
+                 timer: StageTimer | None = None) -> dict[str, Any]:
+    """`timeline`: True/False, or None for "only for clips longer than `timeline_after_s`"."""
+    timer = timer or StageTimer()
+    budget = budget or Budget()
     cfg = bundle.config
-    clip = decode_clip(path, cfg, limits, timer)
-    feats = clip_features(clip, cfg, bundle, timer)
+    info = probe(path, limits, timer, budget)
+    want_timeline = timeline if timeline is not None else info.duration_s > timeline_after_s
+    clip = decode_clip(path, cfg, limits, timer, budget, info, segment_s if want_timeline else None)
+    budget.check()
+    images = ImageFeatures(clip.faces, cfg, bundle)
+    feats = clip_features(clip, cfg, bundle, timer, images)
     with timer.stage("classify"):
         probs = bundle.classify(feats.sequence[None])[0]
     result: dict[str, Any] = {
@@ -58,26 +57,29 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
         "duration_s": round(clip.info.duration_s, 3),
         "model": {"name": bundle.name, "version": bundle.version},
     }
-    if timeline if timeline is not None else clip.info.duration_s > timeline_after_s:
+    if want_timeline:
         with timer.stage("timeline"):
-            result["timeline"] = _timeline(bundle, clip, segment_s)
+            result["timeline"] = _timeline(bundle, clip, segment_s, images, budget)
     result["timings_ms"] = timer.rounded()
     return result
 
 
-def _timeline(bundle: Bundle, clip: DecodedClip, segment_s: float) -> list[dict[str, Any]]:
-    """Per-segment probabilities: each segment runs the same pipeline on its own slice."""
+def _timeline(bundle: Bundle, clip: DecodedClip, segment_s: float, images: ImageFeatures,
+              budget: Budget) -> list[dict[str, Any]]:
+    """Per-segment probabilities: each segment goes through the same steps as a clip (its
+    own audio peak, its own summary frames), reusing the clip's decoded crops and features."""
+    cfg = bundle.config
     duration = clip.info.duration_s
-    bounds = np.arange(0.0, duration, segment_s)
     entries = []
-    for start in bounds:
+    for start in np.arange(0.0, duration, segment_s):
         end = min(duration, start + segment_s)
         if end - start < 0.25 and entries:  # a sliver at the end joins nothing useful
             break
-        part = segment(clip, float(start), float(end), bundle.config.sample_rate)
-        if part.audio.size == 0 and len(part.frames) == 0:
+        budget.check()
+        part = clip.segment(float(start), float(end), cfg)
+        if (part.audio is None or len(part.audio.mel) == 0) and len(part.faces) == 0:
             continue
-        feats = clip_features(part, bundle.config, bundle, StageTimer())
+        feats = clip_features(part, cfg, bundle, StageTimer(), images)
         probs = bundle.classify(feats.sequence[None])[0]
         entries.append({
             "start_s": round(float(start), 3), "end_s": round(float(end), 3),

@@ -61,7 +61,7 @@ def test_identical_mfcc_for_the_same_audio(trainer_side, service_side, tmp_path)
     trained = mfcc_of(sample, cfg, FeatureCache(tmp_path / "cache"))
     cached = mfcc_of(sample, cfg, FeatureCache(tmp_path / "cache"))  # a cache hit returns the same
     bundle, limits = service_side
-    served, times = audio_mfcc(decode_clip(clip, bundle.config, limits).audio, bundle.config)
+    served, times = decode_clip(clip, bundle.config, limits).audio.mfcc(bundle.config)
     assert len(served) > 100
     np.testing.assert_array_equal(trained["mfcc"], served)
     np.testing.assert_array_equal(cached["mfcc"], served)

@@ -48,19 +48,59 @@ def test_probe_refuses_text_and_foreign_containers(tmp_path):
 
 def test_audio_is_16k_mono_and_frames_are_bounded(tmp_path):
     clip = make_video(tmp_path / "a.mp4", seconds=4.0, size="1280x720")
+    info = media.probe(clip, MediaLimits())
+    signal = media.decode_audio(clip, CFG.sample_rate, 10.0)
+    assert signal.dtype == np.float32 and len(signal) == pytest.approx(4.0 * CFG.sample_rate, rel=0.02)
+    frames = list(media.stream_frames(clip, info, CFG.frame_fps, 100, CFG.frame_max_side, 10.0))
+    assert len(frames) == pytest.approx(4.0 * CFG.frame_fps, abs=1)
+    assert max(frames[0][1].shape) == CFG.frame_max_side
     decoded = decode_clip(clip, CFG, MediaLimits())
-    assert decoded.audio.dtype == np.float32
-    assert len(decoded.audio) == pytest.approx(4.0 * CFG.sample_rate, rel=0.02)
-    assert decoded.frames.shape[0] == pytest.approx(4.0 * CFG.frame_fps, abs=1)
-    assert max(decoded.frames.shape[1:]) == CFG.frame_max_side
-    assert np.all(np.diff(decoded.frame_times) > 0)
+    assert decoded.audio.n_samples == len(signal)
+    assert len(decoded.audio.mel) == len(signal) // CFG.hop_length + 1
+    assert len(decoded.faces) == len(frames) and np.all(np.diff(decoded.faces.times) > 0)
+    assert decoded.faces.crops[0].image.shape == (CFG.image_size, CFG.image_size)
 
 
 def test_long_clip_sampling_respects_max_frames(tmp_path):
     cfg = PipelineConfig(max_frames=10)
-    decoded = decode_clip(make_video(tmp_path / "a.mp4", seconds=8.0), cfg, MediaLimits())
-    assert 8 <= len(decoded.frames) <= 10
-    assert decoded.frame_times[-1] <= 8.0
+    clip = make_video(tmp_path / "a.mp4", seconds=8.0)
+    decoded = decode_clip(clip, cfg, MediaLimits())
+    assert 8 <= len(decoded.faces) <= 10
+    assert decoded.faces.times[-1] <= 8.0
+    # a timeline asks for k_summary frames per segment, more than max_frames in all
+    dense = decode_clip(clip, cfg, MediaLimits(), segment_s=2.0)
+    assert len(dense.faces) == pytest.approx(8.0 * cfg.k_summary / 2.0, abs=1)
+
+
+def test_streamed_mfcc_equals_librosa_on_the_whole_signal():
+    import librosa
+
+    signal = media.decode_audio(_ravdess_clip(), CFG.sample_rate, 30.0, formats=None)
+    y = signal / np.max(np.abs(signal))
+    reference = librosa.feature.mfcc(y=y, sr=CFG.sample_rate, n_mfcc=CFG.n_mfcc, n_fft=CFG.n_fft,
+                                     win_length=CFG.win_length, hop_length=CFG.hop_length, n_mels=CFG.n_mels).T
+    whole, _ = audio_mfcc(signal, CFG)
+    np.testing.assert_allclose(whole, reference, atol=1e-3, rtol=1e-5)
+    acc = audio.AudioAccumulator(CFG)
+    for a in range(0, len(signal), 7777):  # block boundaries anywhere
+        acc.feed(signal[a:a + 7777])
+    blocks, _ = acc.finish().mfcc(CFG)
+    np.testing.assert_array_equal(blocks, whole)
+
+
+def test_audio_track_slice_is_normalised_by_its_own_peak():
+    t = np.arange(4 * CFG.sample_rate, dtype=np.float32) / CFG.sample_rate
+    noise = np.random.default_rng(0).normal(size=t.size).astype(np.float32)
+    quiet_then_loud = noise * np.where(t < 2.0, 0.02, 0.3).astype(np.float32)
+    track = audio.track_of(quiet_then_loud, CFG)
+    first = track.slice(0.0, 2.0, CFG)
+    alone, times = audio_mfcc(quiet_then_loud[: 2 * CFG.sample_rate], CFG)
+    sliced, sliced_times = first.mfcc(CFG)
+    assert len(sliced) == len(alone) - 1  # the lone clip has one more (end-padded) frame
+    np.testing.assert_allclose(sliced[5:-5], alone[5:-6], atol=1e-3, rtol=1e-4)  # edges see other padding
+    np.testing.assert_allclose(sliced_times, times[:-1])
+    later, later_times = track.slice(2.0, 4.0, CFG).mfcc(CFG)
+    assert later_times[0] == pytest.approx(0.0)
 
 
 def test_mfcc_shape_and_silence():
@@ -77,8 +117,7 @@ def test_mfcc_shape_and_silence():
 
 def test_face_detected_on_real_clip_and_fallback_flagged():
     clip = sorted(corpus_dir("cremad_av").glob("*.flv"))[0]
-    decoded = decode_clip(clip, CFG, MediaLimits())
-    crops = [visual.crop_face(f, CFG) for f in decoded.frames]
+    crops = decode_clip(clip, CFG, MediaLimits()).faces.crops
     assert sum(c.detected for c in crops) >= len(crops) - 1
     assert crops[0].image.shape == (CFG.image_size, CFG.image_size)
     blank = visual.crop_face(np.full((240, 320), 128, np.uint8), CFG)
@@ -120,3 +159,7 @@ def test_config_round_trip_refuses_unknown_parameters():
     assert PipelineConfig.from_dict(CFG.to_dict()) == CFG
     with pytest.raises(ValueError, match="unknown preprocessing"):
         PipelineConfig.from_dict({**CFG.to_dict(), "new_param": 1})
+
+
+def _ravdess_clip() -> Path:
+    return sorted(corpus_dir("ravdess").glob("Actor_*/*"))[0]

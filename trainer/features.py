@@ -24,11 +24,12 @@ def mfcc_of(sample: Sample, cfg: PipelineConfig, cache: FeatureCache, timeout_s:
     params = {k: getattr(cfg, k) for k in _AUDIO_PARAMS}
 
     def compute() -> dict[str, np.ndarray]:
-        signal = media.decode_audio(sample.path, cfg.sample_rate, timeout_s)
+        # Local corpus files (wav, flac) are trusted: no demuxer whitelist.
+        signal = media.decode_audio(sample.path, cfg.sample_rate, timeout_s, formats=None)
         mfcc, times = audio_mfcc(signal, cfg)
         return {"mfcc": mfcc, "times": times, "duration": np.float64(len(signal) / cfg.sample_rate)}
 
-    return cache.get("mfcc", FeatureCache.key("mfcc-v1", file_key(sample.path), params), compute)
+    return cache.get("mfcc", FeatureCache.key("mfcc-v2", file_key(sample.path), params), compute)
 
 
 def all_mfcc(samples: Sequence[Sample], cfg: PipelineConfig, cache: FeatureCache) -> list[dict[str, np.ndarray]]:

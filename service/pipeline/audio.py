@@ -1,5 +1,17 @@
-"""Audio features (paper Alg. 1): peak normalisation and MFCC frames."""
+"""Audio features (paper Alg. 1): peak normalisation and MFCC frames, computed in a
+stream so that memory does not grow with the length of the clip.
+
+The signal is never held whole. Blocks go through an `AudioAccumulator`, which keeps
+the mel power spectrum of the *raw* signal (40 floats per 10 ms) and the peak of each
+hop. Peak normalisation is applied afterwards, in the mel domain: the mel power of
+y / p is mel(y) / p², so any stretch of the track (the clip, or one timeline segment)
+is normalised by its own peak without decoding it again. The result matches
+`librosa.feature.mfcc(y / peak, center=True)` on the whole signal to float rounding.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
 
 import librosa
 import numpy as np
@@ -10,32 +22,110 @@ from .config import PipelineConfig
 SILENCE_PEAK = 1e-4
 
 
-def peak_normalise(signal: np.ndarray) -> np.ndarray:
-    peak = float(np.max(np.abs(signal))) if signal.size else 0.0
-    if peak < SILENCE_PEAK:
-        return np.zeros_like(signal, dtype=np.float32)
-    return (signal / peak).astype(np.float32)
+@lru_cache(maxsize=4)
+def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
 
 
-def is_silent(signal: np.ndarray) -> bool:
-    return signal.size == 0 or float(np.max(np.abs(signal))) < SILENCE_PEAK
+@dataclass
+class AudioTrack:
+    """Mel power frames of a (stretch of a) signal, before normalisation."""
+
+    mel: np.ndarray          # float32 [n_frames, n_mels]; frame i is centred on sample i * hop
+    hop_peaks: np.ndarray    # float32 [n_frames]: max |x| over the hop starting at frame i's centre
+    n_samples: int
+    t0: float                # time of frame 0 on the caller's clock (seconds)
+
+    def slice(self, start_s: float, end_s: float, cfg: PipelineConfig) -> "AudioTrack":
+        """Frames centred in [start, end), on a clock that starts at `start`."""
+        fps = cfg.sample_rate / cfg.hop_length
+        a = max(0, int(np.ceil((start_s - self.t0) * fps - 1e-9)))
+        b = max(a, min(len(self.mel), int(np.ceil((end_s - self.t0) * fps - 1e-9))))
+        return AudioTrack(self.mel[a:b], self.hop_peaks[a:b], (b - a) * cfg.hop_length,
+                          self.t0 + a / fps - start_s)
+
+    @property
+    def peak(self) -> float:
+        return float(self.hop_peaks.max()) if self.hop_peaks.size else 0.0
+
+    def is_silent(self) -> bool:
+        return self.peak < SILENCE_PEAK
+
+    def mfcc(self, cfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+        """MFCC of the peak-normalised stretch and frame times; empty if silent or too short."""
+        if self.n_samples < cfg.win_length or self.is_silent() or len(self.mel) == 0:
+            return np.zeros((0, cfg.n_mfcc), np.float32), np.zeros(0)
+        peak = np.float32(self.peak)
+        log_mel = librosa.power_to_db(self.mel.T / (peak * peak))  # ref 1, top_db 80, as librosa's mfcc
+        m = librosa.feature.mfcc(S=log_mel, n_mfcc=cfg.n_mfcc)
+        times = self.t0 + np.arange(len(self.mel)) * cfg.hop_length / cfg.sample_rate
+        return np.ascontiguousarray(m.T, dtype=np.float32), times
+
+
+class AudioAccumulator:
+    """Feed float32 blocks in order; `finish()` returns the `AudioTrack` of the whole signal.
+
+    Frames follow librosa's `center=True` with zero padding: n_fft/2 zeros before the
+    first sample and after the last, 1 + n_samples // hop frames.
+    """
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+        self.basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels)
+        self.pending = np.zeros(cfg.n_fft // 2, np.float32)   # samples not yet consumed by a frame
+        self.peak_tail = np.zeros(0, np.float32)               # |x| not yet grouped into a whole hop
+        self.mel: list[np.ndarray] = []
+        self.peaks: list[np.ndarray] = []
+        self.n_samples = 0
+
+    def feed(self, block: np.ndarray) -> None:
+        block = np.asarray(block, np.float32)
+        self.n_samples += len(block)
+        hop = self.cfg.hop_length
+        mags = np.concatenate([self.peak_tail, np.abs(block)])
+        whole = len(mags) // hop * hop
+        self.peaks.append(mags[:whole].reshape(-1, hop).max(axis=1))
+        self.peak_tail = mags[whole:]
+        self.pending = np.concatenate([self.pending, block])
+        self._frames()
+
+    def _frames(self) -> None:
+        cfg = self.cfg
+        if len(self.pending) < cfg.n_fft:
+            return
+        n = 1 + (len(self.pending) - cfg.n_fft) // cfg.hop_length
+        used = (n - 1) * cfg.hop_length + cfg.n_fft
+        spec = librosa.stft(self.pending[:used], n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                            win_length=cfg.win_length, center=False)
+        power = np.abs(spec) ** 2
+        self.mel.append(np.ascontiguousarray((self.basis @ power).T, dtype=np.float32))
+        self.pending = self.pending[n * cfg.hop_length:]
+
+    def finish(self) -> AudioTrack:
+        cfg = self.cfg
+        self.pending = np.concatenate([self.pending, np.zeros(cfg.n_fft // 2, np.float32)])
+        self._frames()
+        if self.peak_tail.size:
+            self.peaks.append(np.array([self.peak_tail.max()], np.float32))
+        mel = np.concatenate(self.mel) if self.mel else np.zeros((0, cfg.n_mels), np.float32)
+        peaks = np.concatenate(self.peaks) if self.peaks else np.zeros(0, np.float32)
+        n_frames = 1 + self.n_samples // cfg.hop_length if self.n_samples else 0
+        mel, peaks = mel[:n_frames], peaks[:n_frames]
+        if len(peaks) < len(mel):  # the last frame's hop starts past the end of the signal
+            peaks = np.concatenate([peaks, np.zeros(len(mel) - len(peaks), np.float32)])
+        return AudioTrack(mel, peaks, self.n_samples, 0.0)
+
+
+def track_of(signal: np.ndarray, cfg: PipelineConfig) -> AudioTrack:
+    acc = AudioAccumulator(cfg)
+    if len(signal):
+        acc.feed(signal)
+    return acc.finish()
 
 
 def mfcc_frames(signal: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """MFCC per frame of the peak-normalised signal.
-
-    Returns (mfcc float32 [n_frames, n_mfcc], frame centre times in seconds [n_frames]).
-    """
-    y = peak_normalise(signal)
-    if y.size < cfg.win_length:
-        return np.zeros((0, cfg.n_mfcc), np.float32), np.zeros(0)
-    m = librosa.feature.mfcc(
-        y=y, sr=cfg.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, win_length=cfg.win_length,
-        hop_length=cfg.hop_length, n_mels=cfg.n_mels, center=True,
-    )
-    frames = np.ascontiguousarray(m.T, dtype=np.float32)
-    times = librosa.frames_to_time(np.arange(len(frames)), sr=cfg.sample_rate, hop_length=cfg.hop_length)
-    return frames, times
+    """MFCC per frame of the peak-normalised signal: (float32 [n_frames, n_mfcc], times [n_frames])."""
+    return track_of(signal, cfg).mfcc(cfg)
 
 
 def warm_up(cfg: PipelineConfig) -> None:

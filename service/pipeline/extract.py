@@ -2,18 +2,27 @@
 
 One code path for trainer and service. The learned stages (audio encoder, frame
 encoder, ResNet-50) come in through `Encoders`, in practice ONNX Runtime sessions of
-the bundle (`service.runtime.OnnxEncoders`); the trainer runs the very same sessions
-after exporting them, so training features and serving features cannot drift apart.
+the bundle; the trainer runs the very same sessions after exporting them, so training
+features and serving features cannot drift apart.
+
+Decoding is streamed: audio blocks become mel frames (`audio.AudioAccumulator`) and each
+sampled frame becomes a 64x64 face crop as soon as it is decoded, so what a clip keeps
+in memory is small per second and bounded in total (at most `max_frames` crops, or
+`k_summary` per timeline segment). Audio and frames decode in parallel.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from . import audio, fusion, media, visual
+from .budget import Budget, LinkedBudget
 from .config import MediaLimits, PipelineConfig
 from .timing import StageTimer
 
@@ -25,11 +34,33 @@ class Encoders(Protocol):
 
 
 @dataclass
+class FaceTrack:
+    """Face crops of the sampled frames, in time order."""
+
+    crops: list[visual.FaceCrop]
+    times: np.ndarray                     # seconds on the owner's clock [N]
+    index: np.ndarray                     # frame numbers in the whole clip [N]
+    latents: np.ndarray | None = None     # frame-autoencoder codes [N, code_dim], once encoded
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def slice(self, start_s: float, end_s: float) -> "FaceTrack":
+        keep = np.flatnonzero((self.times >= start_s) & (self.times < end_s))
+        return FaceTrack([self.crops[i] for i in keep], self.times[keep] - start_s, self.index[keep],
+                         None if self.latents is None else self.latents[keep])
+
+
+@dataclass
 class DecodedClip:
     info: media.MediaInfo
-    audio: np.ndarray          # float32 mono at cfg.sample_rate; empty without an audio stream
-    frames: np.ndarray         # uint8 [N, H, W] sampled grey frames
-    frame_times: np.ndarray    # seconds [N]
+    audio: audio.AudioTrack | None        # None: no audio stream
+    faces: FaceTrack
+
+    def segment(self, start_s: float, end_s: float, cfg: PipelineConfig) -> "DecodedClip":
+        """The part within [start, end), on its own clock starting at 0."""
+        track = self.audio.slice(start_s, end_s, cfg) if self.audio is not None else None
+        return DecodedClip(replace(self.info, duration_s=end_s - start_s), track, self.faces.slice(start_s, end_s))
 
 
 @dataclass
@@ -43,25 +74,76 @@ class ClipFeatures:
     timings: StageTimer = field(default_factory=StageTimer)
 
 
-def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: StageTimer | None = None) -> DecodedClip:
-    timer = timer or StageTimer()
-    with timer.stage("probe"):
-        info = media.probe(path, limits)
+def frame_rate(info: media.MediaInfo, cfg: PipelineConfig, segment_s: float | None = None) -> float:
+    """Sampling rate of frames: `frame_fps`, lowered so a clip yields at most `max_frames`,
+    but (for a timeline) high enough to give each segment `k_summary` frames."""
+    rate = cfg.max_frames / max(info.duration_s, 1e-3)
+    if segment_s:
+        rate = max(rate, cfg.k_summary / segment_s)
+    return min(cfg.frame_fps, rate)
+
+
+def _decode_audio(path: Path, cfg: PipelineConfig, limits: MediaLimits, budget: Budget,
+                  timer: StageTimer) -> audio.AudioTrack:
     with timer.stage("decode_audio"):
-        signal = (media.decode_audio(path, cfg.sample_rate, limits.timeout_s)
-                  if info.has_audio else np.zeros(0, np.float32))
+        acc = audio.AudioAccumulator(cfg)
+        for block in media.stream_audio(path, cfg.sample_rate, limits.timeout_s, budget, limits.allowed_formats):
+            acc.feed(block)
+        return acc.finish()
+
+
+def _decode_faces(path: Path, info: media.MediaInfo, cfg: PipelineConfig, limits: MediaLimits,
+                  segment_s: float | None, budget: Budget, timer: StageTimer) -> FaceTrack:
+    crops, times = [], []
+    face_s = 0.0
+    rate = frame_rate(info, cfg, segment_s)
+    cap = max(cfg.max_frames, int(math.ceil(rate * info.duration_s)) + 1) if segment_s else cfg.max_frames
     with timer.stage("decode_frames"):
-        frames, times = media.sample_frames(path, info, cfg.frame_fps, cfg.max_frames, cfg.frame_max_side,
-                                            limits.timeout_s)
-    if signal.size == 0 and len(frames) == 0:
+        for t, frame in media.stream_frames(path, info, rate, cap, cfg.frame_max_side, limits.timeout_s, budget,
+                                            limits.allowed_formats):
+            start = time.perf_counter()
+            crops.append(visual.crop_face(frame, cfg))
+            times.append(t)
+            face_s += time.perf_counter() - start
+    timer.add("decode_frames", -face_s * 1000.0)
+    timer.add("face_detection", face_s * 1000.0)
+    return FaceTrack(crops, np.asarray(times, np.float64), np.arange(len(crops)))
+
+
+def probe(path: Path, limits: MediaLimits, timer: StageTimer, budget: Budget | None = None) -> media.MediaInfo:
+    with timer.stage("probe"):
+        return media.probe(path, limits, budget)
+
+
+def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: StageTimer | None = None,
+                budget: Budget | None = None, info: media.MediaInfo | None = None,
+                segment_s: float | None = None) -> DecodedClip:
+    """Probe (unless `info` is given), then decode audio (to mel frames) and sampled frames
+    (to face crops) in parallel. `segment_s`: sample frames densely enough for a timeline
+    with segments of that length."""
+    timer = timer or StageTimer()
+    budget = budget or Budget()
+    info = info or probe(path, limits, timer, budget)
+    track = None
+    faces = FaceTrack([], np.zeros(0), np.zeros(0, np.int64))
+    audio_budget = LinkedBudget(budget)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio") as pool:
+        pending = pool.submit(_decode_audio, path, cfg, limits, audio_budget, timer) if info.has_audio else None
+        try:
+            if info.has_video:
+                faces = _decode_faces(path, info, cfg, limits, segment_s, budget, timer)
+        except BaseException:
+            audio_budget.cancel()  # do not keep decoding audio for a request that has failed
+            raise
+        if pending is not None:
+            track = pending.result()
+    if (track is None or track.n_samples == 0) and len(faces) == 0:
         raise media.MediaError("no_usable_stream", "no audio samples or video frames could be decoded")
-    return DecodedClip(info, signal, frames, times)
+    return DecodedClip(info, track, faces)
 
 
 def audio_mfcc(signal: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """MFCC frames and their times; empty when the track is missing or silent."""
-    if audio.is_silent(signal):
-        return np.zeros((0, cfg.n_mfcc), np.float32), np.zeros(0)
+    """MFCC frames and their times of a whole signal; empty when missing or silent."""
     return audio.mfcc_frames(signal, cfg)
 
 
@@ -72,22 +154,47 @@ def audio_codes(mfcc: np.ndarray, cfg: PipelineConfig, encoders: Encoders) -> np
     return encoders.encode_audio(mfcc)
 
 
-def summary_faces(frames: np.ndarray, frame_times: np.ndarray, cfg: PipelineConfig, encoders: Encoders,
-                  timer: StageTimer) -> tuple[list[visual.FaceCrop], np.ndarray]:
-    """Face crops of the K summary frames and their timestamps (time-ordered)."""
-    with timer.stage("face_detection"):
-        crops = [visual.crop_face(f, cfg) for f in frames]
-    with timer.stage("summary_selection"):
-        latents = encoders.encode_frames(visual.thumbnails(crops, cfg))
-        chosen = visual.select_summary(latents, cfg.k_summary, cfg.kmeans_seed)
-    return [crops[i] for i in chosen], frame_times[chosen]
+def track_codes(track: audio.AudioTrack | None, cfg: PipelineConfig,
+                encoders: Encoders) -> tuple[np.ndarray, np.ndarray]:
+    """Audio codes of a decoded track and their times (empty: no usable audio)."""
+    if track is None:
+        return audio_codes(np.zeros((0, cfg.n_mfcc), np.float32), cfg, encoders), np.zeros(0)
+    mfcc, times = track.mfcc(cfg)
+    return audio_codes(mfcc, cfg, encoders), times
 
 
-def face_features(faces: Sequence[visual.FaceCrop], cfg: PipelineConfig, encoders: Encoders,
-                  timer: StageTimer) -> np.ndarray:
-    """ResNet-50 features of face crops, one batched call: float32 [n, 2048]."""
-    with timer.stage("image_features"):
-        return encoders.image_features(visual.resnet_input(list(faces), cfg))
+def encode_latents(faces: FaceTrack, cfg: PipelineConfig, encoders: Encoders) -> None:
+    """Frame-autoencoder codes of every crop, once per clip (segments share them)."""
+    if faces.latents is None and len(faces):
+        faces.latents = encoders.encode_frames(visual.thumbnails(faces.crops, cfg))
+
+
+def summary_indices(faces: FaceTrack, cfg: PipelineConfig) -> np.ndarray:
+    """Positions in `faces` of the K summary frames (time-ordered), chosen by k-means
+    among at most `max_frames` evenly spread candidates."""
+    candidates = np.arange(len(faces))
+    if len(candidates) > cfg.max_frames:
+        candidates = candidates[np.linspace(0, len(candidates) - 1, cfg.max_frames).round().astype(np.int64)]
+    chosen = visual.select_summary(faces.latents[candidates], cfg.k_summary, cfg.kmeans_seed)
+    return candidates[chosen]
+
+
+class ImageFeatures:
+    """ResNet-50 features of a clip's face crops by frame number, each computed once and in
+    batches (the clip and its timeline segments often share summary frames)."""
+
+    def __init__(self, faces: FaceTrack, cfg: PipelineConfig, encoders: Encoders, batch: int = 32):
+        self.crops = dict(zip(faces.index.tolist(), faces.crops))
+        self.cfg, self.encoders, self.batch = cfg, encoders, batch
+        self.done: dict[int, np.ndarray] = {}
+
+    def __call__(self, frame_numbers: np.ndarray) -> np.ndarray:
+        missing = sorted({int(i) for i in frame_numbers} - self.done.keys())
+        for a in range(0, len(missing), self.batch):
+            part = missing[a:a + self.batch]
+            feats = self.encoders.image_features(visual.resnet_input([self.crops[i] for i in part], self.cfg))
+            self.done.update(zip(part, feats))
+        return np.stack([self.done[int(i)] for i in frame_numbers])
 
 
 def assemble(cfg: PipelineConfig, codes: np.ndarray, code_times: np.ndarray, image_feats: np.ndarray | None,
@@ -97,18 +204,24 @@ def assemble(cfg: PipelineConfig, codes: np.ndarray, code_times: np.ndarray, ima
     return fusion.build_sequence(cfg, image_feats, face_detected, stats, present)
 
 
-def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders,
-                  timer: StageTimer | None = None) -> ClipFeatures:
+def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, timer: StageTimer | None = None,
+                  images: ImageFeatures | None = None) -> ClipFeatures:
+    """The fusion sequence of a decoded clip (or of one segment of it: pass the clip's
+    `images` so shared frames are not run through ResNet-50 twice)."""
     timer = timer or StageTimer()
     with timer.stage("audio_features"):
-        mfcc, code_times = audio_mfcc(clip.audio, cfg)
-        codes = audio_codes(mfcc, cfg, encoders)
+        codes, code_times = track_codes(clip.audio, cfg, encoders)
     image_feats = None
     detected = np.zeros(cfg.k_summary, bool)
-    if len(clip.frames):
-        faces, times = summary_faces(clip.frames, clip.frame_times, cfg, encoders, timer)
-        image_feats = face_features(faces, cfg, encoders, timer)
-        detected = np.array([f.detected for f in faces])
+    if len(clip.faces):
+        with timer.stage("summary_selection"):
+            encode_latents(clip.faces, cfg, encoders)
+            chosen = summary_indices(clip.faces, cfg)
+        with timer.stage("image_features"):
+            images = images or ImageFeatures(clip.faces, cfg, encoders)
+            image_feats = images(clip.faces.index[chosen])
+        times = clip.faces.times[chosen]
+        detected = np.array([clip.faces.crops[i].detected for i in chosen])
     else:
         times = fusion.step_times(clip.info.duration_s, cfg.k_summary)
     seq = assemble(cfg, codes, code_times, image_feats, detected, times)

@@ -1,31 +1,42 @@
 """Probe and decode untrusted media with ffprobe / ffmpeg subprocesses (design §2 step 1).
 
-Every call restricts ffmpeg to local files and pipes (`-protocol_whitelist file,pipe`),
-never reads stdin, passes no user-controlled string except the path of our own temp
-file, and kills the child when its timeout expires.
+Every child is restricted to local files and pipes (`-protocol_whitelist file,pipe`) and
+to the accepted demuxers (`-format_whitelist`, which nested demuxers inherit: an HLS or
+concat playlist, or an AVI whose GAB2 subtitle hides one, cannot open anything else);
+it never reads stdin, gets no user-controlled string except the path of our own temp
+file, and is killed when its timeout expires or the request's budget is cancelled.
+Output is read in blocks, so memory does not grow with the length of the clip.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import select
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
+from .budget import Budget
 from .config import MediaLimits
+from .errors import MediaError
 
+__all__ = ["MediaError", "MediaInfo", "probe", "decode_audio", "stream_audio", "stream_frames", "frame_size"]
 
-class MediaError(Exception):
-    """Input the pipeline cannot or will not decode; carries an HTTP-style status."""
-
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+# Demuxers accepted from uploads, as ffprobe names them; joined by commas they are also
+# ffmpeg's `-format_whitelist`. Trusted local corpora (wav, flac) are decoded with `formats=None`.
+DEMUXERS: tuple[str, ...] | None = MediaLimits().allowed_formats
+# Byte patterns of files that make a demuxer open other files. The whitelist already stops
+# them; refusing them before ffprobe runs at all is the second wall.
+_PLAYLIST_MARKERS = (b"#EXTM3U", b"ffconcat version", b"<MPD")
+_GAB2 = b"GAB2\x00"
+_HEAD_BYTES = 4096
+_READ_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -46,18 +57,96 @@ def ffmpeg_binary(name: str = "ffmpeg") -> str:
     return path
 
 
-_SAFE_INPUT = ["-protocol_whitelist", "file,pipe"]
+def _safe_input(formats: tuple[str, ...] | None = DEMUXERS) -> list[str]:
+    args = ["-protocol_whitelist", "file,pipe"]
+    return args + ["-format_whitelist", ",".join(formats)] if formats else args
 
 
-def _run(args: list[str], timeout_s: float) -> bytes:
-    """Run a child process, return its stdout; kill it on timeout."""
-    try:
-        proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as exc:  # subprocess.run kills the child before raising
-        raise MediaError("decode_timeout", f"decoding took longer than {timeout_s:.0f} s", status=504) from exc
-    if proc.returncode != 0:
-        raise MediaError("undecodable", "the file could not be decoded as audio/video")
-    return proc.stdout
+class Child:
+    """An ffmpeg/ffprobe child whose stdout is read in blocks; killed on its own timeout,
+    on the request budget's deadline or cancellation, and whenever the reader stops early.
+    The head of its stderr is kept (bounded) to tell refusals from decoding errors."""
+
+    STDERR_KEEP = 16 * 1024
+
+    def __init__(self, args: list[str], timeout_s: float, budget: Budget | None = None):
+        self.budget = budget or Budget()
+        self.deadline = time.monotonic() + min(timeout_s, self.budget.remaining())
+        self.timeout_s = timeout_s
+        self.stderr = b""
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+
+    def __enter__(self) -> "Child":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+    def _check(self) -> None:
+        self.budget.check()
+        if time.monotonic() > self.deadline:
+            raise MediaError("decode_timeout", f"decoding took longer than {self.timeout_s:.0f} s", status=504)
+
+    def blocks(self, size: int) -> Iterator[bytes]:
+        """Yield stdout in blocks of exactly `size` bytes (the last one may be shorter);
+        raise MediaError if the child fails."""
+        out, err = self.proc.stdout.fileno(), self.proc.stderr.fileno()
+        open_fds = {out, err}
+        pending = bytearray()
+        while out in open_fds:
+            self._check()
+            ready, _, _ = select.select(list(open_fds), [], [], 0.1)
+            for fd in ready:
+                data = os.read(fd, max(_READ_BLOCK, size) if fd == out else 4096)
+                if not data:
+                    open_fds.discard(fd)
+                elif fd == err:
+                    self.stderr = (self.stderr + data)[: self.STDERR_KEEP]
+                else:
+                    pending += data
+            while len(pending) >= size:
+                yield bytes(pending[:size])
+                del pending[:size]
+        if pending:
+            yield bytes(pending)
+        while self.proc.poll() is None:  # stdout closed: the child is exiting
+            self._check()
+            ready, _, _ = select.select([err], [], [], 0.01) if err in open_fds else ([], [], [])
+            if ready and not (data := os.read(err, 4096)):
+                open_fds.discard(err)
+            elif ready:
+                self.stderr = (self.stderr + data)[: self.STDERR_KEEP]
+        if self.proc.returncode != 0:
+            if b"not on whitelist" in self.stderr:
+                raise MediaError("unsupported_container", "the container format is not accepted", status=415)
+            raise MediaError("undecodable", "the file could not be decoded as audio/video")
+
+    def read_all(self) -> bytes:
+        return b"".join(self.blocks(_READ_BLOCK))
+
+
+def refuse_references(path: Path) -> None:
+    """Refuse playlists and other files that point at other files, before any demuxer sees them."""
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_BYTES)
+        if any(m in head for m in _PLAYLIST_MARKERS):
+            raise MediaError("playlist_refused", "playlists and files referencing other files are not accepted",
+                             status=415)
+        if not (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
+            return
+        # The AVI/GAB2 trick: a "subtitle" chunk carrying a whole file for a nested demuxer.
+        f.seek(0)
+        tail = b""
+        while block := f.read(_READ_BLOCK):
+            if _GAB2 in tail + block:
+                raise MediaError("playlist_refused", "AVI files with embedded GAB2 subtitle files are not accepted",
+                                 status=415)
+            tail = block[-(len(_GAB2) - 1):]
 
 
 def _fraction(text: str | None) -> float:
@@ -79,16 +168,16 @@ def _rotation(stream: dict) -> int:
         return 0
 
 
-def probe(path: Path, limits: MediaLimits) -> MediaInfo:
+def probe(path: Path, limits: MediaLimits, budget: Budget | None = None) -> MediaInfo:
     """ffprobe gate: container, streams, duration, resolution and frame count within limits."""
-    out = _run(
-        [ffmpeg_binary("ffprobe"), "-v", "error", *_SAFE_INPUT, "-show_format", "-show_streams",
-         "-of", "json", str(path)],
-        limits.timeout_s,
-    )
+    refuse_references(path)
+    args = [ffmpeg_binary("ffprobe"), "-v", "error", *_safe_input(limits.allowed_formats), "-show_format", "-show_streams",
+            "-of", "json", str(path)]
+    with Child(args, limits.timeout_s, budget) as child:
+        out = child.read_all()
     try:
         data = json.loads(out or b"{}")
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MediaError("undecodable", "the file could not be probed") from exc
     fmt = data.get("format") or {}
     format_name = fmt.get("format_name", "")
@@ -109,7 +198,8 @@ def probe(path: Path, limits: MediaLimits) -> MediaInfo:
     if not math.isfinite(duration) or duration <= 0:
         raise MediaError("no_duration", "the file has no measurable duration")
     if duration > limits.max_duration_s:
-        raise MediaError("too_long", f"duration {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s", status=413)
+        raise MediaError("too_long", f"duration {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s",
+                         status=413)
     width = height = 0
     fps = 0.0
     if video:
@@ -128,14 +218,25 @@ def probe(path: Path, limits: MediaLimits) -> MediaInfo:
     return MediaInfo(format_name, duration, bool(audio), bool(video), width, height, fps)
 
 
-def decode_audio(path: Path, sample_rate: int, timeout_s: float) -> np.ndarray:
-    """First audio stream as float32 mono at `sample_rate` (empty array if none decodes)."""
-    out = _run(
-        [ffmpeg_binary(), "-nostdin", "-v", "error", *_SAFE_INPUT, "-i", str(path),
-         "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"],
-        timeout_s,
-    )
-    return np.frombuffer(out, dtype="<f4").astype(np.float32, copy=True)
+def _audio_args(path: Path, sample_rate: int, formats: tuple[str, ...] | None) -> list[str]:
+    return [ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), "-i", str(path),
+            "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"]
+
+
+def stream_audio(path: Path, sample_rate: int, timeout_s: float, budget: Budget | None = None,
+                 formats: tuple[str, ...] | None = DEMUXERS, block_s: float = 10.0) -> Iterator[np.ndarray]:
+    """First audio stream as float32 mono at `sample_rate`, in blocks of `block_s` seconds."""
+    with Child(_audio_args(path, sample_rate, formats), timeout_s, budget) as child:
+        for block in child.blocks(4 * int(block_s * sample_rate)):
+            usable = len(block) - len(block) % 4
+            yield np.frombuffer(block[:usable], dtype="<f4").astype(np.float32)
+
+
+def decode_audio(path: Path, sample_rate: int, timeout_s: float, budget: Budget | None = None,
+                 formats: tuple[str, ...] | None = DEMUXERS) -> np.ndarray:
+    """The whole first audio stream (for short corpus clips; the service streams instead)."""
+    parts = list(stream_audio(path, sample_rate, timeout_s, budget, formats))
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def frame_size(info: MediaInfo, max_side: int) -> tuple[int, int]:
@@ -146,25 +247,20 @@ def frame_size(info: MediaInfo, max_side: int) -> tuple[int, int]:
     return w, h
 
 
-def sample_frames(path: Path, info: MediaInfo, fps: float, max_frames: int, max_side: int,
-                  timeout_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Grey frames sampled at `fps` (lowered for long clips so at most `max_frames` come out).
-
-    Returns (frames uint8 [N, H, W], timestamps in seconds [N]).
-    """
+def stream_frames(path: Path, info: MediaInfo, rate: float, max_frames: int, max_side: int, timeout_s: float,
+                  budget: Budget | None = None, formats: tuple[str, ...] | None = DEMUXERS) -> Iterator[tuple[float, np.ndarray]]:
+    """Grey frames sampled at `rate` frames per second (at most `max_frames`), one at a time:
+    yields (timestamp in seconds, uint8 [H, W])."""
     if not info.has_video:
-        return np.zeros((0, 0, 0), np.uint8), np.zeros(0, np.float64)
-    rate = min(fps, max_frames / max(info.duration_s, 1e-3))
+        return
     w, h = frame_size(info, max_side)
-    out = _run(
-        [ffmpeg_binary(), "-nostdin", "-v", "error", *_SAFE_INPUT, "-i", str(path),
-         "-map", "0:v:0", "-an", "-sn", "-dn",
-         "-vf", f"fps={rate:.6f}:round=near,scale={w}:{h}:flags=area,format=gray",
-         "-frames:v", str(max_frames), "-f", "rawvideo", "pipe:1"],
-        timeout_s,
-    )
-    n = len(out) // (w * h)
-    frames = np.frombuffer(out[: n * w * h], np.uint8).reshape(n, h, w).copy()
-    # The fps filter emits output frame i at time i / rate (the input frame nearest it).
-    times = np.arange(n) / rate
-    return frames, np.minimum(times, info.duration_s)
+    args = [ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), "-i", str(path),
+            "-map", "0:v:0", "-an", "-sn", "-dn",
+            "-vf", f"fps={rate:.6f}:round=near,scale={w}:{h}:flags=area,format=gray",
+            "-frames:v", str(max_frames), "-f", "rawvideo", "pipe:1"]
+    with Child(args, timeout_s, budget) as child:
+        for i, block in enumerate(child.blocks(w * h)):
+            if len(block) < w * h:
+                break
+            # The fps filter emits output frame i at time i / rate (the input frame nearest it).
+            yield min(i / rate, info.duration_s), np.frombuffer(block, np.uint8).reshape(h, w)
