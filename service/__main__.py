@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 import uvicorn
 
 from .app import create_app
+from .observability import configure_logging
 from .settings import Settings
 
 
@@ -20,10 +20,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="bundle directory (env EMOTION_MODEL_DIR; default: the shipped bundle)")
     parser.add_argument("--log-level", default=os.environ.get("EMOTION_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level, defaults.log_format)
     settings = defaults.model_copy(update={"host": args.host, "port": args.port, "model_dir": args.model_dir})
+    # Our middleware writes one structured line per request: uvicorn's access log would repeat it.
     uvicorn.run(create_app(Settings.model_validate(settings.model_dump())), host=args.host, port=args.port,
-                log_level=args.log_level.lower())
+                log_level=args.log_level.lower(), access_log=False, log_config=None)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""JSON errors `{"error": {"code", "message"}}` with the right status (design §5)."""
+"""JSON errors `{"error": {"code", "message", "request_id"}}` with the right status (design §5).
+
+Every refusal is counted in `emotion_rejected{reason=<code>}`; nothing internal (trace,
+path, exception text) ever reaches the client, only the log.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,7 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .pipeline.media import MediaError
+from .observability import request_id
+from .pipeline.errors import MediaError
 
 log = logging.getLogger("service")
 
@@ -19,31 +24,36 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(request: Request, status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.rejected.labels(code).inc()
+    log.info("refused", extra={"fields": {"status": status, "code": code}})
+    body = {"error": {"code": code, "message": message, "request_id": request_id.get()}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    async def _api(request: Request, exc: ApiError):
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(MediaError)
-    async def _media(_: Request, exc: MediaError):
-        return error_response(exc.status, exc.code, exc.message)
+    async def _media(request: Request, exc: MediaError):
+        return error_response(request, exc.status, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError):
+    async def _validation(request: Request, exc: RequestValidationError):
         parts = ["/".join(str(p) for p in e.get("loc", ())) + ": " + e.get("msg", "") for e in exc.errors()]
-        return error_response(422, "invalid_parameters", "; ".join(parts) or "invalid request")
+        return error_response(request, 422, "invalid_parameters", "; ".join(parts)[:500] or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        return error_response(request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception):
-        # Never leak a trace or a path to the client; the log has it.
-        log.exception("unhandled error")
-        return error_response(500, "internal_error", "internal error")
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error")  # the trace goes to the log, never to the client
+        return error_response(request, 500, "internal_error", "internal error")

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .pipeline.config import MediaLimits
 
@@ -33,7 +34,19 @@ class Settings(BaseSettings):
     max_queue: int = Field(8, ge=0, description="requests waiting beyond those; more get 503")
     timeline_after_s: float = Field(30.0, gt=0, description="clips longer than this get a timeline by default")
     segment_s: float = Field(10.0, gt=0, description="default timeline segment length")
+    upload_timeout_s: float = Field(60.0, gt=0, description="time allowed to receive an upload -> 408")
     tmp_dir: Path | None = Field(None, description="where uploads are spooled (default: the system temp dir)")
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated keys accepted for /predict in X-API-Key or Authorization: Bearer (empty: open)")
+    log_format: str = Field("json", pattern="^(json|text)$", description="json lines or plain text")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
 
     @property
     def max_upload_bytes(self) -> int:
