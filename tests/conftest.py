@@ -1,6 +1,7 @@
 """Shared fixtures: where the real corpora live, and skipping cleanly when they are absent."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -63,10 +64,33 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tempfile.mkdtemp(prefix="svc-tmp-"))
         full_env = {**os.environ, "EMOTION_TMP_DIR": str(self.tmp), **(env or {})}
+        # Logs go to a file (a pipe nobody reads would block the server once full).
+        self.log_path = Path(tempfile.mkstemp(prefix="svc-log-", suffix=".jsonl")[1])
+        self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
              "--model-dir", str(model_dir)],
-            cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=REPO_ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+    def children(self) -> list[int]:
+        """Pids of the server's child processes (ffmpeg, ffprobe) right now."""
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                pids += [int(p) for p in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        return pids
+
+    def peak_rss_mb(self) -> float:
+        """High-water mark of the server process's resident memory (VmHWM)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("VmHWM not found")
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         import httpx
@@ -74,7 +98,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited early:\n{self.proc.stdout.read()}")
+                raise RuntimeError(f"service exited early:\n{self.logs()[-4000:]}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
                     return
@@ -89,12 +113,25 @@ class Server:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self._log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self.log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
 def server(quick_bundle) -> Server:
     srv = Server(quick_bundle)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@contextlib.contextmanager
+def running_server(model_dir: Path, env: dict[str, str] | None = None):
+    """A `Server` with its own settings, ready, stopped afterwards."""
+    srv = Server(model_dir, env)
     try:
         srv.wait_ready()
         yield srv
