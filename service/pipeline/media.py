@@ -62,6 +62,16 @@ def _safe_input(formats: tuple[str, ...] | None = DEMUXERS) -> list[str]:
     return args + ["-format_whitelist", ",".join(formats)] if formats else args
 
 
+def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Let the child run ahead of the reader by up to `size` bytes (Linux; the default 64 KiB
+    is less than one 360p frame, which would make decoding and face detection take turns)."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError):
+        pass
+
+
 class Child:
     """An ffmpeg/ffprobe child whose stdout is read in blocks; killed on its own timeout,
     on the request budget's deadline or cancellation, and whenever the reader stops early.
@@ -76,6 +86,7 @@ class Child:
         self.stderr = b""
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
+        _widen_pipe(self.proc.stdout.fileno())
 
     def __enter__(self) -> "Child":
         return self
