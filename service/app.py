@@ -6,6 +6,7 @@ import hmac
 import logging
 import shutil
 import tempfile
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +21,7 @@ from . import __version__
 from .bundle import REQUIRED_ROLES, Bundle, load_bundle
 from .errors import ApiError, install_error_handlers
 from .observability import Metrics, RequestContext
-from .pipeline import audio
+from .pipeline import audio, extract
 from .pipeline.budget import Budget
 from .pipeline.timing import StageTimer
 from .predictor import predict_file
@@ -52,7 +53,8 @@ class Gate:
         self.limiter = anyio.CapacityLimiter(limit)
         self.capacity = limit + queue
         self.admitted = 0
-        self.running = 0
+        self.running = 0                     # changed from worker threads: under the lock
+        self._lock = threading.Lock()
         metrics.in_flight.set_function(lambda: self.running)
         metrics.queued.set_function(lambda: self.admitted - self.running)
 
@@ -67,12 +69,14 @@ class Gate:
     async def run(self, job: Callable[[], Any], budget: Budget) -> Any:
         """Run `job` in a worker thread once one of `limit` slots is free."""
         def counted() -> Any:
-            self.running += 1
+            with self._lock:
+                self.running += 1
             try:
                 budget.check()  # the time spent waiting counts against the budget
                 return job()
             finally:
-                self.running -= 1
+                with self._lock:
+                    self.running -= 1
 
         with anyio.move_on_after(budget.remaining() + _ABANDON_GRACE_S):
             return await anyio.to_thread.run_sync(counted, limiter=self.limiter, abandon_on_cancel=True)
@@ -93,6 +97,7 @@ def warm_up(bundle: Bundle) -> None:
     """First runs of ONNX sessions and librosa's numba kernels are slow: pay that before ready."""
     cfg = bundle.config
     audio.warm_up(cfg)
+    extract.warm_up_faces(cfg)
     bundle.encode_audio(np.zeros((4, cfg.n_mfcc), np.float32))
     bundle.encode_frames(np.zeros((2, cfg.frame_ae_size ** 2), np.float32))
     bundle.image_features(np.zeros((cfg.k_summary, cfg.image_size, cfg.image_size, 3), np.float32))

@@ -15,6 +15,7 @@ over its threads) runs inside `decode_frames`, beside `decode_audio`.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,9 +31,17 @@ from .config import MediaLimits, PipelineConfig
 from .timing import StageTimer
 
 
-# Face detection threads per request: both cores of a small host for one clip; under load
-# the concurrency limit keeps the total bounded.
+# Face detection threads, shared by all requests and kept alive so that each keeps its
+# loaded Haar cascade (10 ms to load): both cores of a small host for one clip.
 _FACE_WORKERS = 2
+_face_pool: ThreadPoolExecutor | None = None
+
+
+def _faces_pool() -> ThreadPoolExecutor:
+    global _face_pool
+    if _face_pool is None:
+        _face_pool = ThreadPoolExecutor(_FACE_WORKERS, thread_name_prefix="faces")
+    return _face_pool
 
 
 class Encoders(Protocol):
@@ -100,6 +109,19 @@ def _decode_audio(path: Path, cfg: PipelineConfig, limits: MediaLimits, budget: 
         return acc.finish()
 
 
+def warm_up_faces(cfg: PipelineConfig) -> None:
+    """Start every face thread and load its cascade before the first request needs it."""
+    barrier = threading.Barrier(_FACE_WORKERS)
+    blank = np.full((120, 160), 128, np.uint8)
+
+    def load() -> None:
+        barrier.wait(timeout=10)  # each task on a thread of its own
+        visual.crop_face(blank, cfg)
+
+    for f in [_faces_pool().submit(load) for _ in range(_FACE_WORKERS)]:
+        f.result()
+
+
 def _decode_faces(path: Path, info: media.MediaInfo, cfg: PipelineConfig, limits: MediaLimits,
                   segment_s: float | None, budget: Budget, timer: StageTimer) -> FaceTrack:
     """Face crops of the sampled frames. Detection runs on `_FACE_WORKERS` threads (OpenCV
@@ -117,7 +139,8 @@ def _decode_faces(path: Path, info: media.MediaInfo, cfg: PipelineConfig, limits
         timer.add("face_detection", (time.perf_counter() - start) * 1000.0)
         return crop
 
-    with timer.stage("decode_frames"), ThreadPoolExecutor(_FACE_WORKERS, thread_name_prefix="faces") as pool:
+    pool = _faces_pool()
+    with timer.stage("decode_frames"):
         try:
             for t, frame in media.stream_frames(path, info, rate, cap, cfg.frame_max_side, limits.timeout_s,
                                                 budget, limits.allowed_formats):
