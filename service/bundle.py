@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ MANIFEST = "manifest.json"
 # Roles the service needs; a bundle may carry more (e.g. the baselines).
 REQUIRED_ROLES = ("audio_encoder", "frame_encoder", "image_features", "classifier")
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+log = logging.getLogger("service.bundle")
 
 
 class BundleError(Exception):
@@ -87,10 +90,16 @@ class EncoderSessions:
 class Bundle(EncoderSessions):
     """A loaded bundle: its manifest, pipeline config, feature mask and ONNX sessions."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], sessions: dict[str, Session]):
+    def __init__(self, path: Path, manifest: dict[str, Any], sessions: dict[str, Session],
+                 manifest_sha256: str | None = None, providers: Sequence[str] | None = None):
         super().__init__(sessions)
         self.path = path
         self.manifest = manifest
+        # The bundle's identity: the manifest holds every artifact's sha256 (all verified at
+        # load), so the hash of the manifest file names the whole bundle. Hashed once, from
+        # the bytes that were parsed.
+        self.manifest_sha256 = manifest_sha256 or sha256_file(path / MANIFEST)
+        self.providers_requested = list(providers or DEFAULT_PROVIDERS)
         self.config = PipelineConfig.from_dict(manifest["preprocessing"])
         self.classes: list[str] = list(manifest["classes"])
         self.mask = np.asarray(manifest["mask"]["selected"], dtype=np.int64)
@@ -117,23 +126,31 @@ class Bundle(EncoderSessions):
             "schema_version": m["schema_version"], "classes": self.classes,
             "label_set": m.get("label_set"), "manifest_sha256": self.manifest_sha256,
             "artifacts": {role: {"file": a["file"], "sha256": a["sha256"],
+                                 # what ONNX Runtime actually runs the session on (after fallback)
                                  "providers": self.sessions[role].providers if role in self.sessions else []}
                           for role, a in m["artifacts"].items()},
+            "execution_providers": {
+                "requested": self.providers_requested,
+                "available": list(_ort().get_available_providers()) if self.sessions else [],
+                "in_use": sorted({s.providers[0] for s in self.sessions.values()}),
+            },
             "metrics": m.get("metrics", {}),
         }
 
-    @property
-    def manifest_sha256(self) -> str:
-        return sha256_file(self.path / MANIFEST)
-
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    return _read_manifest(path)[0]
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, Any], str]:
+    """The parsed manifest and the sha256 of the very bytes parsed."""
     file = path / MANIFEST
     if not file.is_file():
         raise BundleError(f"no {MANIFEST} in {path}")
+    raw = file.read_bytes()
     try:
-        manifest = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{file} is not valid JSON: {exc}") from exc
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise BundleError(f"manifest schema {manifest.get('schema_version')!r} is not supported "
@@ -141,7 +158,23 @@ def read_manifest(path: Path) -> dict[str, Any]:
     missing = [r for r in REQUIRED_ROLES if r not in manifest.get("artifacts", {})]
     if missing:
         raise BundleError(f"manifest lacks the artifacts {missing}")
-    return manifest
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a
+    container's `cpus:` limit, which os.cpu_count() does not see)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
 
 
 def session_options(threads: int | None):
@@ -149,7 +182,7 @@ def session_options(threads: int | None):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Explicit thread counts (design §8); requests are already parallel across workers.
-    opts.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
+    opts.intra_op_num_threads = threads or available_cpus()
     opts.inter_op_num_threads = 1
     return opts
 
@@ -162,6 +195,10 @@ def open_session(file: Path, role: str, providers: Sequence[str] | None = None, 
     if not wanted:
         raise BundleError(f"none of the execution providers {list(providers or [])} is available ({available})")
     sess = ort.InferenceSession(str(file), sess_options=session_options(threads), providers=wanted)
+    if sess.get_providers()[0] != wanted[0]:
+        # e.g. onnxruntime-gpu without a usable GPU/CUDA/cuDNN: ONNX Runtime falls back quietly.
+        log.warning("%s: %s is installed but could not be used; running on %s", role, wanted[0],
+                    sess.get_providers()[0])
     return Session(role, sess, sess.get_inputs()[0].name, sess.get_outputs()[0].name)
 
 
@@ -169,7 +206,7 @@ def load_bundle(path: Path, providers: Sequence[str] | None = None, threads: int
                 roles: Sequence[str] | None = None) -> Bundle:
     """Load and verify a bundle. `roles` limits which artifacts get a session (all by default)."""
     path = Path(path)
-    manifest = read_manifest(path)
+    manifest, manifest_sha256 = _read_manifest(path)
     sessions: dict[str, Session] = {}
     for role, art in manifest["artifacts"].items():
         file = path / art["file"]
@@ -188,4 +225,4 @@ def load_bundle(path: Path, providers: Sequence[str] | None = None, threads: int
             raise BundleError(f"artifact {role}: graph shapes {inputs[0].shape}->{outputs[0].shape} "
                               "differ from the manifest")
         sessions[role] = sess
-    return Bundle(path, manifest, sessions)
+    return Bundle(path, manifest, sessions, manifest_sha256=manifest_sha256, providers=providers)

@@ -1,6 +1,7 @@
 """One typed settings object, read from `EMOTION_*` environment variables (design §5)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -18,9 +19,10 @@ class Settings(BaseSettings):
     model_dir: Path = Field(DEFAULT_MODEL_DIR, description="bundle directory (manifest.json + ONNX files)")
     host: str = "127.0.0.1"
     port: int = 8000
-    providers: list[str] = Field(
-        default=["CUDAExecutionProvider", "CPUExecutionProvider"],
-        description="ONNX Runtime execution providers in order of preference (unavailable ones are skipped)",
+    providers: Annotated[list[str], NoDecode] = Field(
+        default=["CUDAExecutionProvider", "CPUExecutionProvider"], min_length=1,
+        description="ONNX Runtime execution providers in order of preference, comma-separated or a JSON "
+                    "list (unavailable ones are skipped; /v1/models shows the ones each session uses)",
     )
     ort_threads: int = Field(0, ge=0, description="intra-op threads per ONNX session; 0 = number of CPUs")
     max_upload_mb: float = Field(100.0, gt=0, description="largest accepted upload")
@@ -40,6 +42,20 @@ class Settings(BaseSettings):
         default_factory=list,
         description="comma-separated keys accepted for /predict in X-API-Key or Authorization: Bearer (empty: open)")
     log_format: str = Field("json", pattern="^(json|text)$", description="json lines or plain text")
+
+    numba_cache_seed: Path | None = Field(
+        None, description="read-only directory of precompiled numba kernels (the image's, made at build) "
+                          "copied into NUMBA_CACHE_DIR at start: no JIT compilation on a read-only root")
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [p.strip() for p in text.split(",") if p.strip()]
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod
