@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         from .deploy import check
 
         result = check(Settings.model_validate(settings.model_dump()))
-        print(json.dumps(result, indent=1))
+        print(json.dumps(result), flush=True)  # one line, after the start-up's log lines
         sys.exit(0 if result["ready"] else 1)
     from .app import create_app
 

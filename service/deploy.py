@@ -1,8 +1,8 @@
 """What the container images need around the app: the numba cache seed and the build check.
 
 `python -m service --check` runs the app's real start-up (load + verify the bundle, warm-up)
-without a socket, prints the /readyz and /v1/models answers and exits non-zero unless the
-service would turn ready. The images run it at build time, so a broken image fails to build,
+without a socket, prints the /readyz and /v1/models answers (one JSON line, last) and exits
+non-zero unless the service would turn ready. The images run it at build time, so a broken image fails to build,
 and with NUMBA_CACHE_DIR pointing into the image it leaves librosa's compiled kernels there.
 
 At run time the root filesystem is read-only and numba only uses a cache directory it can
