@@ -592,6 +592,54 @@ def container_env(image_root: Path, tmpfs: Path) -> dict[str, str]:
     return {k: mapped(v) for k, v in env.items() if k not in ("EMOTION_HOST", "EMOTION_PORT")}
 
 
+@pytest.mark.parametrize("value,expected", [
+    ("CUDAExecutionProvider,CPUExecutionProvider", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    (" CPUExecutionProvider ", ["CPUExecutionProvider"]),
+    ('["CUDAExecutionProvider", "CPUExecutionProvider"]', ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+])
+def test_providers_setting(monkeypatch, value, expected):
+    from service.settings import Settings
+
+    monkeypatch.setenv("EMOTION_PROVIDERS", value)
+    assert Settings().providers == expected
+
+
+@pytest.mark.parametrize("value", ["", " , ", "[]", "[oops"])
+def test_providers_setting_refuses_nothing_or_garbage(monkeypatch, value):
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    monkeypatch.setenv("EMOTION_PROVIDERS", value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_a_cuda_fallback_shows_in_the_models_summary(monkeypatch, caplog):
+    """onnxruntime-gpu lists CUDA as available even where it cannot start (no GPU in the
+    container): the session then quietly runs on the CPU. That must be visible."""
+    import onnxruntime as ort
+
+    from service.bundle import load_bundle
+
+    real = ort.InferenceSession
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", lambda path, sess_options=None, providers=None: real(
+        path, sess_options=sess_options, providers=[p for p in providers if p != "CUDAExecutionProvider"]))
+    bundle = load_bundle(REPO_ROOT / "models" / "default", ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                         roles=["classifier"])
+    summary = bundle.summary()
+    assert summary["execution_providers"] == {
+        "requested": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "available": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        "in_use": ["CPUExecutionProvider"]}
+    assert summary["artifacts"]["classifier"]["providers"] == ["CPUExecutionProvider"]
+    assert summary["artifacts"]["audio_encoder"]["providers"] == []  # verified, not opened
+    assert "CUDAExecutionProvider is installed but could not be used" in caplog.text
+    assert summary["manifest_sha256"] == hashlib.sha256(
+        (REPO_ROOT / "models" / "default" / "manifest.json").read_bytes()).hexdigest()
+
+
 def test_probe_exit_codes(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/readyz"
     proc = subprocess.run([sys.executable, "-m", "service.probe", dead], cwd=REPO_ROOT, capture_output=True,
