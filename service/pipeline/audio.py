@@ -20,6 +20,8 @@ from .config import PipelineConfig
 
 # Below this peak the track is treated as silent: normalising it would only amplify noise.
 SILENCE_PEAK = 1e-4
+_TOP_DB = 80.0            # librosa's power_to_db default, as its mfcc uses
+_CHUNK_FRAMES = 6000      # 60 s of frames per step of the MFCC computation
 
 
 @lru_cache(maxsize=4)
@@ -52,14 +54,23 @@ class AudioTrack:
         return self.peak < SILENCE_PEAK
 
     def mfcc(self, cfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
-        """MFCC of the peak-normalised stretch and frame times; empty if silent or too short."""
+        """MFCC of the peak-normalised stretch and frame times; empty if silent or too short.
+
+        Equal to librosa's `mfcc(S=power_to_db(mel))`, computed `_CHUNK_FRAMES` frames at a
+        time so a long track needs no whole-length temporaries; power_to_db's floor (80 dB
+        under the loudest bin) is taken from the whole stretch first.
+        """
         if self.n_samples < cfg.win_length or self.is_silent() or len(self.mel) == 0:
             return np.zeros((0, cfg.n_mfcc), np.float32), np.zeros(0)
         peak = np.float32(self.peak)
-        log_mel = librosa.power_to_db(self.mel.T / (peak * peak))  # ref 1, top_db 80, as librosa's mfcc
-        m = librosa.feature.mfcc(S=log_mel, n_mfcc=cfg.n_mfcc)
+        scale = peak * peak
+        floor_db = librosa.power_to_db(np.array([self.mel.max() / scale], np.float32))[0] - _TOP_DB
+        out = np.empty((len(self.mel), cfg.n_mfcc), np.float32)
+        for a in range(0, len(self.mel), _CHUNK_FRAMES):
+            log_mel = librosa.power_to_db(self.mel[a:a + _CHUNK_FRAMES].T / scale, top_db=None)
+            out[a:a + _CHUNK_FRAMES] = librosa.feature.mfcc(S=np.maximum(log_mel, floor_db), n_mfcc=cfg.n_mfcc).T
         times = self.t0 + np.arange(len(self.mel)) * cfg.hop_length / cfg.sample_rate
-        return np.ascontiguousarray(m.T, dtype=np.float32), times
+        return out, times
 
 
 class AudioAccumulator:

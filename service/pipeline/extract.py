@@ -192,11 +192,12 @@ def audio_mfcc(signal: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, np.
     return audio.mfcc_frames(signal, cfg)
 
 
-def audio_codes(mfcc: np.ndarray, cfg: PipelineConfig, encoders: Encoders) -> np.ndarray:
-    """Audio-autoencoder codes per MFCC frame."""
+def audio_codes(mfcc: np.ndarray, cfg: PipelineConfig, encoders: Encoders, batch: int = 6000) -> np.ndarray:
+    """Audio-autoencoder codes per MFCC frame, in batches (ONNX Runtime's buffers grow with
+    the batch: a 10-minute track in one call would cost tens of MB)."""
     if len(mfcc) == 0:
         return np.zeros((0, cfg.audio_code_dim), np.float32)
-    return encoders.encode_audio(mfcc)
+    return np.concatenate([encoders.encode_audio(mfcc[a:a + batch]) for a in range(0, len(mfcc), batch)])
 
 
 def track_codes(track: audio.AudioTrack | None, cfg: PipelineConfig,
