@@ -98,6 +98,8 @@ def test_fifty_concurrent_uploads_are_all_answered(quick_bundle):
         responses = asyncio.run(burst())
         elapsed = time.monotonic() - start
         statuses = [r.status_code for r in responses]
+        print(f"50 uploads in {elapsed:.1f} s: {statuses.count(200)} x 200, {statuses.count(503)} x 503; "
+              f"peak RSS {ready_rss:.0f} -> {srv.peak_rss_mb():.0f} MB")
         assert len(statuses) == 50 and set(statuses) <= {200, 429, 503}, statuses
         assert statuses.count(200) >= 6  # at least the ones that fit in workers + queue
         assert all(r.headers.get("retry-after") for r in responses if r.status_code != 200)
