@@ -28,6 +28,20 @@ def test_manifest_lists_the_artifacts_with_matching_hashes(quick_bundle):
     assert (quick_bundle / "report.md").is_file() and (quick_bundle / "metrics.json").is_file()
 
 
+def test_report_has_figures_and_the_selection_comparison(quick_bundle):
+    manifest = json.loads((quick_bundle / "manifest.json").read_text())
+    report = (quick_bundle / "report.md").read_text()
+    figures = manifest["report_figures"]
+    assert {f"confusion_{m}.png" for m in ("bilstm_sa", "bilstm", "cnn")} <= set(figures)
+    for name in figures:
+        assert (quick_bundle / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"]({name})" in report
+    selection = manifest["metrics"]["selection"]
+    assert set(selection) == {"none", "izoa", "zoa", "mutual_info"}
+    assert selection["izoa"]["n_selected"] == len(manifest["mask"]["selected"])
+    assert "| mutual_info |" in report
+
+
 def test_loaded_bundle_classifies(quick_bundle):
     bundle = load_bundle(quick_bundle, ["CPUExecutionProvider"])
     cfg = bundle.config

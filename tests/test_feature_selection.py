@@ -344,3 +344,21 @@ def test_transfer_functions_and_v_shaped_run(informative_data):
         select_features(X, y, g, method="izoa", transfer="x")
     with pytest.raises(ValueError):
         select_features(X, y, g, method="pso")
+
+
+# --------------------------------------------------------------------------- report comparison
+def test_compare_methods_scores_every_mask_on_held_out_data():
+    from trainer.select.compare import compare_methods
+
+    X_all, y_all, _ = _informative_data(0, n=600)  # one draw: even rows train, odd rows test
+    X, y, X_test, y_test = X_all[::2], y_all[::2], X_all[1::2], y_all[1::2]
+    groups = np.arange(len(y)) % 10
+    given = select_features(X, y, groups, method="izoa", population=8, iterations=6, seed=0)
+    out = compare_methods(X, y, groups, X_test, y_test, given={"izoa": given}, population=8, iterations=6, seed=0)
+    assert list(out) == ["none", "izoa", "zoa", "mutual_info"]
+    assert out["izoa"]["n_selected"] == given.n_selected and out["izoa"]["fitness"] == given.fitness
+    assert out["none"]["n_selected"] == X.shape[1]
+    for r in out.values():
+        assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["test_uar"] <= 1
+    # Dropping the noise columns must pay off on held-out data too.
+    assert out["izoa"]["test_uar"] > out["none"]["test_uar"]

@@ -21,6 +21,7 @@ from .data import LABEL_SETS, Sample, discover_corpora, load_corpus, map_label
 from .evaluate import metrics
 from .features import all_mfcc, face_crops, image_features, video_sequences
 from .pairs import FacePool, build_pairs
+from .plots import confusion_figure, roc_figure
 from .profiles import BuildOptions
 from .report import write_report
 from .splits import split_of
@@ -122,6 +123,21 @@ def pipeline_config(opts: BuildOptions) -> PipelineConfig:
 
 
 # --------------------------------------------------------------------------- build
+def write_figures(stage: Path, scored: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
+                  results: dict[str, Any], classes: list[str]) -> list[str]:
+    """Confusion matrices (every view) and fused ROC curves of every model, as PNG files."""
+    files = []
+    for name, views in scored.items():
+        confusion = stage / f"confusion_{name}.png"
+        confusion_figure(confusion, f"{name}: test split", {v: results[name][v]["confusion"] for v in views}, classes)
+        files.append(confusion.name)
+        if "fused" in views:
+            roc = stage / f"roc_{name}_fused.png"
+            roc_figure(roc, f"{name}, fused, test split: one-vs-rest ROC", *views["fused"], classes)
+            files.append(roc.name)
+    return files
+
+
 def build(opts: BuildOptions) -> Path:
     import keras
 
@@ -223,6 +239,8 @@ def build(opts: BuildOptions) -> Path:
             d["view"] = np.concatenate([d["view"], ["real_av"] * len(real_av["train"][1])])
             d["group"] = np.concatenate([d["group"], [s.speaker for s in videos["train"]]])
 
+    from .select.compare import compare_methods
+
     with Step("IZOA feature selection"):
         tr = data["train"]
         flags = cfg.flag_columns
@@ -233,7 +251,14 @@ def build(opts: BuildOptions) -> Path:
         log.info("IZOA kept %d of %d features (fitness %.4f, CV error %.4f)", len(mask), cfg.step_dim,
                  sel.fitness, sel.cv_error)
 
+    with Step("feature selection: none / IZOA / ZOA / mutual information on the same split"):
+        te = data["test"]
+        selection = compare_methods(tr["X"].mean(axis=1), tr["y"], np.asarray(tr["group"]), te["X"].mean(axis=1),
+                                    te["y"], given={"izoa": sel}, population=opts.izoa_population,
+                                    iterations=opts.izoa_iterations, always_keep=flags, seed=opts.seed)
+
     results: dict[str, Any] = {}
+    scored: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}   # model -> view -> (y, probs)
     builders = {"bilstm_sa": build_bilstm_sa, "bilstm": build_bilstm, "cnn": build_cnn}
     for name in CLASSIFIERS:
         with Step(f"classifier {name}"):
@@ -251,10 +276,14 @@ def build(opts: BuildOptions) -> Path:
             # Scores come from the exported ONNX graph: what ships is what is measured.
             sess = open_session(exports[role].path, role)
             te = data["test"]
-            results[name] = {view: metrics(te["y"][te["view"] == view], sess.run(te["X"][te["view"] == view][..., mask]),
-                                           classes) for view in ("fused", "audio", "face") if (te["view"] == view).any()}
+            scored[name] = {view: (te["y"][te["view"] == view], sess.run(te["X"][te["view"] == view][..., mask]))
+                            for view in ("fused", "audio", "face") if (te["view"] == view).any()}
             if len(real_av["test"][1]):
-                results[name]["real_av"] = metrics(real_av["test"][1], sess.run(real_av["test"][0][..., mask]), classes)
+                scored[name]["real_av"] = (real_av["test"][1], sess.run(real_av["test"][0][..., mask]))
+            results[name] = {view: metrics(y, p, classes) for view, (y, p) in scored[name].items()}
+
+    with Step("report figures"):
+        figures = write_figures(stage, scored, results, classes)
 
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -275,7 +304,9 @@ def build(opts: BuildOptions) -> Path:
             "output": {"name": e.output_name, "shape": e.output_shape},
             "parity_max_abs_diff": e.max_abs_diff, "fp16_weights": e.fp16_weights,
         } for role, e in exports.items()},
-        "metrics": {"test": {n: r for n, r in results.items()}, "face_backbone_test": face_only_backbone},
+        "metrics": {"test": {n: r for n, r in results.items()}, "face_backbone_test": face_only_backbone,
+                    "selection": selection},
+        "report_figures": figures,
         "provenance": {
             "profile": opts.profile, "data_dir": str(opts.data_dir), "samples_per_split": counts,
             "splits": "speaker-independent: see trainer/splits.py",

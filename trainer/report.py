@@ -49,4 +49,20 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
     fused = metrics["test"].get("bilstm_sa", {}).get("fused")
     if fused:
         lines += ["| class | recall |", "|---|---|"] + [f"| {c} | {r:.3f} |" for c, r in fused["per_class_recall"].items()]
+    selection = metrics.get("selection")
+    if selection:
+        lines += [
+            "",
+            "Feature selection compared on the same split: each method picks its mask from the training "
+            "split only (fitness = α·CV error + (1 − α)·kept/total, GroupKFold over training speakers); the "
+            "same scaler + k-NN, fitted on the training split with that mask, is then scored on the test split "
+            "(step features averaged over the sequence).",
+            "",
+            "| method | kept | training CV error | fitness | test accuracy | test UAR |",
+            "|---|---|---|---|---|---|",
+        ] + [f"| {m} | {r['n_selected']} / {r['n_total']} | {r['cv_error']:.3f} | {r['fitness']:.3f} | "
+             f"{r['test_accuracy']:.3f} | {r['test_uar']:.3f} |" for m, r in selection.items()]
+    figures = manifest.get("report_figures") or []
+    if figures:
+        lines += ["", "Figures (test split):", ""] + [f"![{f}]({f})" for f in figures]
     (bundle_dir / "report.md").write_text("\n".join(lines) + "\n")
