@@ -192,7 +192,10 @@ def build(opts: BuildOptions) -> Path:
     with Step("ResNet-50 face backbone"):
         from service.pipeline.visual import resnet_input
 
-        clf, backbone = build_resnet50(cfg.image_size, len(classes),
+        # From scratch: Adam at 1e-3 decayed to 0 over the run (cosine); from given weights: fine-tune at 1e-4.
+        steps = max(1, opts.resnet_epochs * -(-len(crops["train"]) // opts.batch_size))
+        lr = 1e-4 if opts.resnet_weights else keras.optimizers.schedules.CosineDecay(1e-3, steps)
+        clf, backbone = build_resnet50(cfg.image_size, len(classes), learning_rate=lr,
                                        weights_path=str(opts.resnet_weights) if opts.resnet_weights else None)
         if opts.resnet_epochs:
             val = (resnet_input(crops["val"], cfg), face_y["val"]) if len(crops["val"]) else None

@@ -81,14 +81,16 @@ def load_backbone_weights(backbone: keras.Model, weights_path: str | Path) -> No
 
 
 def build_resnet50(image_size: int, n_classes: int, *, weights_path: str | Path | None = None,
-                   dropout: float = 0.5, learning_rate: float = 1e-4) -> tuple[keras.Model, keras.Model]:
+                   dropout: float = 0.5, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-4,
+                   augment: bool = True) -> tuple[keras.Model, keras.Model]:
     """Return ``(classifier, feature_extractor)``.
 
     ``feature_extractor``: ``keras.applications.ResNet50(weights=None, include_top=False,
     pooling="avg")``, input ``(image_size, image_size, 3)`` float32 -> ``(2048,)``.
-    ``classifier``: feature_extractor -> Dropout -> Dense(n_classes, softmax), compiled
-    (Adam, sparse categorical crossentropy, accuracy). Both share the backbone's layers,
-    so fine-tuning the classifier updates the feature extractor that gets exported.
+    ``classifier``: [random horizontal flip and shift, training only] -> feature_extractor
+    -> Dropout -> Dense(n_classes, softmax), compiled (Adam, sparse categorical
+    crossentropy, accuracy). Both share the backbone's layers, so fine-tuning the
+    classifier updates the feature extractor that gets exported (without augmentation).
     """
     if image_size < 32:
         raise ValueError(f"ResNet-50 needs image_size >= 32, got {image_size}")
@@ -101,7 +103,11 @@ def build_resnet50(image_size: int, n_classes: int, *, weights_path: str | Path 
         load_backbone_weights(backbone, weights_path)
 
     inputs = keras.Input(shape=(image_size, image_size, 3), dtype="float32", name="image")
-    features = backbone(inputs)
+    x = inputs
+    if augment:  # faces are left-right symmetric and the crops are not perfectly centred
+        x = layers.RandomFlip("horizontal", name="aug_flip")(x)
+        x = layers.RandomTranslation(0.08, 0.08, fill_mode="nearest", name="aug_shift")(x)
+    features = backbone(x)
     x = layers.Dropout(dropout, name="head_dropout")(features)
     outputs = layers.Dense(n_classes, activation="softmax", name="head_softmax")(x)
     classifier = keras.Model(inputs, outputs, name="resnet50_classifier")
