@@ -42,6 +42,20 @@ def test_report_has_figures_and_the_selection_comparison(quick_bundle):
     assert "| mutual_info |" in report
 
 
+def test_report_has_the_paper_protocol_labelled_leaky(quick_bundle):
+    manifest = json.loads((quick_bundle / "manifest.json").read_text())
+    paper = manifest["metrics"]["paper_protocol_leaky"]
+    assert paper["classes"] == ["happy", "sad", "surprised"]
+    assert paper["n_test_clips"] > 0 and paper["n_train_clips"] > 3 * paper["n_test_clips"]
+    assert set(paper["models"]) == {"bilstm_sa", "bilstm", "cnn"}
+    for views in paper["models"].values():
+        assert set(views) == {"fused", "audio", "face"}
+        assert all(len(m["confusion"]) == 3 for m in views.values())
+    report = (quick_bundle / "report.md").read_text()
+    assert "The paper's protocol (leaky" in report
+    assert "FER2013 `public_test` alone" in report
+
+
 def test_loaded_bundle_classifies(quick_bundle):
     bundle = load_bundle(quick_bundle, ["CPUExecutionProvider"])
     cfg = bundle.config

@@ -282,3 +282,40 @@ def test_bad_export_arguments(tmp_path):
         export_onnx(model, tmp_path / "x.onnx", sample_inputs=_seq(1), input_name="a", output_name="a")
     with pytest.raises(ValueError, match="dynamic axis"):
         export_onnx(model, tmp_path / "x.onnx", sample_inputs=_seq(1), dynamic_axes=(3,))
+
+
+# --------------------------------------------------------------------------- the fer peer
+def test_peer_classes_map_onto_basic7():
+    from trainer.peer import FER_CLASSES, to_classes
+
+    ours = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    probs = to_classes(np.eye(len(FER_CLASSES)), ours)
+    picked = [ours[i] for i in probs.argmax(1)]
+    assert picked == ["angry", "disgust", "fearful", "happy", "sad", "surprised", "neutral"]
+    three = to_classes(np.full((1, 7), 1 / 7), ["happy", "sad", "surprised"])  # renormalised over the set
+    np.testing.assert_allclose(three, [[1 / 3] * 3])
+
+
+def test_peer_face_model_is_run_as_fer_runs_it(tmp_path):
+    """A stand-in with fer's shapes (64x64x1 in [-1, 1] -> 7): saved as HDF5 like fer's file."""
+    from trainer.peer import peer_face_probs
+
+    inp = keras.Input((64, 64, 1))
+    out = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))
+    model = keras.Model(inp, out)
+    w = np.zeros((1, 7), np.float32)
+    w[0, 3] = 10.0  # fer's "happy" rises with brightness
+    model.layers[-1].set_weights([w, np.zeros(7, np.float32)])
+    path = tmp_path / "emotion_model.hdf5"
+    model.save(path)
+    crops = np.stack([np.full((48, 48), 255, np.uint8), np.zeros((48, 48), np.uint8)])  # resized to 64 inside
+    probs = peer_face_probs(path, crops, ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"])
+    assert probs.shape == (2, 7)
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-6)
+    assert probs[0].argmax() == 1 and probs[1, 1] < 0.01  # white -> +1 -> happy; black -> -1 -> not happy
+
+    rgb_in = keras.Input((64, 64, 3))
+    rgb = keras.Model(rgb_in, keras.layers.Dense(7)(keras.layers.GlobalAveragePooling2D()(rgb_in)))
+    rgb.save(tmp_path / "rgb.hdf5")
+    with pytest.raises(ValueError, match="mini-Xception"):
+        peer_face_probs(tmp_path / "rgb.hdf5", crops, ["happy"])

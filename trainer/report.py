@@ -37,6 +37,14 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
             lines.append(_row(name, view, m))
     if metrics.get("face_backbone_test"):
         lines.append(_row("ResNet-50 face classifier", "face images", metrics["face_backbone_test"]))
+    fer = metrics.get("face_fer2013_public_test") or {}
+    if fer:
+        lines += ["", "Face-only, FER2013 `public_test` alone (the same images for both models):", "",
+                  "| model | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |", "|---|---|---|---|---|---|---|"]
+        names = {"resnet50": "ResNet-50 face classifier (ours)", "fer_mini_xception": "`fer` mini-Xception (peer)"}
+        lines += [_row(names.get(k, k), "FER2013 public_test", m) for k, m in fer.items()]
+        if "fer_mini_xception" not in fer:
+            lines.append("\n(The peer was not scored: build with `--peer-face-model`.)")
     mask = manifest["mask"]
     lines += [
         "",
@@ -62,6 +70,21 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
             "|---|---|---|---|---|---|",
         ] + [f"| {m} | {r['n_selected']} / {r['n_total']} | {r['cv_error']:.3f} | {r['fitness']:.3f} | "
              f"{r['test_accuracy']:.3f} | {r['test_uar']:.3f} |" for m, r in selection.items()]
+    paper = metrics.get("paper_protocol_leaky")
+    if paper:
+        lines += [
+            "",
+            "## The paper's protocol (leaky: for comparison only)",
+            "",
+            f"A random 80/20 split of the audio clips ({paper['n_train_clips']} / {paper['n_test_clips']}) and of "
+            f"the face images ({paper['n_train_faces']} / {paper['n_test_faces']}), three classes "
+            f"({', '.join(paper['classes'])}), same models and training. The same speakers and sentences are on "
+            "both sides of the split, so these figures overstate what the model does on people it has never "
+            "seen: the tables above are the honest ones.",
+            "",
+            "| model | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |",
+            "|---|---|---|---|---|---|---|",
+        ] + [_row(name, view, m) for name, views in paper["models"].items() for view, m in views.items()]
     figures = manifest.get("report_figures") or []
     if figures:
         lines += ["", "Figures (test split):", ""] + [f"![{f}]({f})" for f in figures]
