@@ -362,3 +362,4 @@ def test_compare_methods_scores_every_mask_on_held_out_data():
         assert 0 <= r["test_accuracy"] <= 1 and 0 <= r["test_uar"] <= 1
     # Dropping the noise columns must pay off on held-out data too.
     assert out["izoa"]["test_uar"] > out["none"]["test_uar"]
+

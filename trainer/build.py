@@ -118,6 +118,22 @@ def class_weights(y: np.ndarray, n: int) -> dict[int, float]:
     return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
+def corpus_breakdown(test: dict[str, np.ndarray], scored: dict[str, tuple[np.ndarray, np.ndarray]],
+                     classes: list[str]) -> dict[str, dict[str, Any]]:
+    """Metrics per audio corpus (e.g. RAVDESS held-out actors alone) and view, when the test
+    split mixes several corpora."""
+    corpus = np.array([str(g).split(":", 1)[0] for g in test["group"]])
+    out: dict[str, dict[str, Any]] = {}
+    if len(set(corpus)) < 2:
+        return out
+    for c in sorted(set(corpus)):
+        for view, (y, p) in scored.items():
+            if view in ("fused", "audio", "face"):
+                sel = corpus[test["view"] == view] == c
+                out.setdefault(c, {})[view] = metrics(y[sel], p[sel], classes)
+    return out
+
+
 def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarray] | None, mask: np.ndarray,
                    n_classes: int, opts: BuildOptions):
     """One sequence classifier (bilstm_sa / bilstm / cnn) on masked step features, with
@@ -290,6 +306,7 @@ def build(opts: BuildOptions) -> Path:
 
     results: dict[str, Any] = {}
     scored: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}   # model -> view -> (y, probs)
+    by_corpus: dict[str, Any] = {}
     for name in CLASSIFIERS:
         with Step(f"classifier {name}"):
             tr = data["train"]
@@ -305,6 +322,7 @@ def build(opts: BuildOptions) -> Path:
             if len(real_av["test"][1]):
                 scored[name]["real_av"] = (real_av["test"][1], sess.run(real_av["test"][0][..., mask]))
             results[name] = {view: metrics(y, p, classes) for view, (y, p) in scored[name].items()}
+            by_corpus[name] = corpus_breakdown(te, scored[name], classes)
 
     paper = {}
     if opts.label_set == "basic7" and opts.paper_protocol:
@@ -344,7 +362,7 @@ def build(opts: BuildOptions) -> Path:
             "output": {"name": e.output_name, "shape": e.output_shape},
             "parity_max_abs_diff": e.max_abs_diff, "fp16_weights": e.fp16_weights,
         } for role, e in exports.items()},
-        "metrics": {"test": {n: r for n, r in results.items()}, "face_backbone_test": face_only_backbone,
+        "metrics": {"test": {n: r for n, r in results.items()}, "face_backbone_test": face_only_backbone, "test_by_corpus": by_corpus,
                     "face_fer2013_public_test": fer_public_test, "selection": selection,
                     "paper_protocol_leaky": paper},
         "report_figures": figures,

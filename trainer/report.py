@@ -37,6 +37,13 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
             lines.append(_row(name, view, m))
     if metrics.get("face_backbone_test"):
         lines.append(_row("ResNet-50 face classifier", "face images", metrics["face_backbone_test"]))
+    by_corpus = metrics.get("test_by_corpus") or {}
+    if by_corpus:
+        lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words):", "",
+                  "| model | corpus | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [_row(name, view, m).replace(f"| {name} |", f"| {name} | {corpus} |", 1)
+                  for name, corpora in by_corpus.items() for corpus, views in corpora.items() for view, m in views.items()]
     fer = metrics.get("face_fer2013_public_test") or {}
     if fer:
         lines += ["", "Face-only, FER2013 `public_test` alone (the same images for both models):", "",

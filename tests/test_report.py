@@ -1,0 +1,20 @@
+"""Report helpers of the trainer that need no training."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_corpus_breakdown_scores_each_audio_corpus_alone():
+    from trainer.build import corpus_breakdown
+
+    classes = ["a", "b"]
+    group = np.array(["ravdess:17", "ravdess:18", "tess:OAF", "tess:YAF"] * 2)
+    view = np.array(["fused"] * 4 + ["audio"] * 4)
+    y = np.array([0, 1, 0, 1])
+    right = np.eye(2)[y]
+    scored = {"fused": (y, right), "audio": (y, right[::-1])}  # audio: every prediction wrong
+    out = corpus_breakdown({"group": group, "view": view}, scored, classes)
+    assert set(out) == {"ravdess", "tess"}
+    assert out["ravdess"]["fused"]["accuracy"] == 1 and out["tess"]["fused"]["n"] == 2
+    assert out["ravdess"]["audio"]["accuracy"] == 0 and out["tess"]["audio"]["accuracy"] == 0
+    assert corpus_breakdown({"group": group[:2], "view": view[:2]}, {"fused": (y[:2], right[:2])}, classes) == {}
