@@ -134,6 +134,17 @@ def corpus_breakdown(test: dict[str, np.ndarray], scored: dict[str, tuple[np.nda
     return out
 
 
+def epoch_log(name: str):
+    """A Keras callback that logs each epoch's metrics (training runs with verbose=0)."""
+    import keras
+
+    def done(epoch: int, logs: dict | None) -> None:
+        log.info("%s epoch %d: %s", name, epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items()
+                                                               if k != "learning_rate"))
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=done)
+
+
 def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarray] | None, mask: np.ndarray,
                    n_classes: int, opts: BuildOptions):
     """One sequence classifier (bilstm_sa / bilstm / cnn) on masked step features, with
@@ -148,8 +159,8 @@ def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarra
     has_val = va is not None and len(va["y"]) > 0
     model.fit(tr["X"][..., mask], tr["y"], epochs=opts.clf_epochs, batch_size=opts.batch_size,
               validation_data=(va["X"][..., mask], va["y"]) if has_val else None,
-              callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=8, restore_best_weights=True)]
-              if has_val else [], shuffle=True, verbose=0, class_weight=class_weights(tr["y"], n_classes))
+              callbacks=[epoch_log(name)] + ([keras.callbacks.EarlyStopping(
+                  monitor="val_loss", patience=8, restore_best_weights=True)] if has_val else []), shuffle=True, verbose=0, class_weight=class_weights(tr["y"], n_classes))
     return model
 
 
@@ -237,6 +248,7 @@ def build(opts: BuildOptions) -> Path:
             val = (resnet_input(crops["val"], cfg), face_y["val"]) if len(crops["val"]) else None
             clf.fit(resnet_input(crops["train"], cfg), face_y["train"], validation_data=val,
                     epochs=opts.resnet_epochs, batch_size=opts.batch_size, shuffle=True, verbose=0,
+                    callbacks=[epoch_log("ResNet-50")],
                     class_weight=class_weights(face_y["train"], len(classes)))
         face_only_backbone, fer_public_test = {}, {}
         if len(crops["test"]):
