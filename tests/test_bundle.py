@@ -56,6 +56,14 @@ def test_report_has_the_paper_protocol_labelled_leaky(quick_bundle):
     assert "FER2013 `public_test` alone" in report
 
 
+def test_report_measures_what_the_exported_backbone_costs(quick_bundle):
+    """fp16 weights in image_features.onnx: face accuracy through the exported graph beside fp32 Keras."""
+    manifest = json.loads((quick_bundle / "manifest.json").read_text())
+    m = manifest["metrics"]
+    assert m["face_backbone_test_exported"]["n"] == m["face_backbone_test"]["n"]
+    assert "Accuracy change from the exported backbone (fp16 weights" in (quick_bundle / "report.md").read_text()
+
+
 def test_loaded_bundle_classifies(quick_bundle):
     bundle = load_bundle(quick_bundle, ["CPUExecutionProvider"])
     cfg = bundle.config

@@ -37,6 +37,14 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
             lines.append(_row(name, view, m))
     if metrics.get("face_backbone_test"):
         lines.append(_row("ResNet-50 face classifier", "face images", metrics["face_backbone_test"]))
+    exported = metrics.get("face_backbone_test_exported")
+    if exported and metrics.get("face_backbone_test"):
+        fp16 = (manifest["artifacts"].get("image_features") or {}).get("fp16_weights")
+        lines.append(_row(f"ResNet-50 face classifier, exported ONNX backbone{' (fp16 weights)' if fp16 else ''}",
+                          "face images", exported))
+        delta = 100 * (exported["accuracy"] - metrics["face_backbone_test"]["accuracy"])
+        lines += ["", f"Accuracy change from the exported backbone{' (fp16 weights, fp32 compute)' if fp16 else ''} "
+                      f"against the fp32 Keras model: {delta:+.2f} points."]
     by_corpus = metrics.get("test_by_corpus") or {}
     if by_corpus:
         lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words):", "",
