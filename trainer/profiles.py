@@ -56,7 +56,7 @@ QUICK = dict(
 # 2-core CPU with the feature cache warm (ResNet-50 from scratch dominates: ~8 min per epoch).
 DEFAULT = dict(
     ae_epochs=10,
-    resnet_epochs=5,
+    resnet_epochs=4,
     clf_epochs=40,
     pair_draws=3,
     izoa_population=12,

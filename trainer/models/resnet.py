@@ -82,7 +82,7 @@ def load_backbone_weights(backbone: keras.Model, weights_path: str | Path) -> No
 
 def build_resnet50(image_size: int, n_classes: int, *, weights_path: str | Path | None = None,
                    dropout: float = 0.5, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-4,
-                   augment: bool = True) -> tuple[keras.Model, keras.Model]:
+                   augment: bool = True, bn_momentum: float = 0.9) -> tuple[keras.Model, keras.Model]:
     """Return ``(classifier, feature_extractor)``.
 
     ``feature_extractor``: ``keras.applications.ResNet50(weights=None, include_top=False,
@@ -99,6 +99,12 @@ def build_resnet50(image_size: int, n_classes: int, *, weights_path: str | Path 
     backbone = keras.applications.ResNet50(
         include_top=False, weights=None, input_shape=(image_size, image_size, 3), pooling="avg")
     backbone.name = "resnet50_features"
+    # Moving statistics that follow training faster than Keras' 0.99: with weights changing
+    # quickly from scratch, 0.99 leaves inference-mode BatchNorm far from training mode
+    # (measured: 500 FER faces, 8 epochs: 23 % vs 61 % inference-mode accuracy on them).
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = bn_momentum
     if weights_path is not None:
         load_backbone_weights(backbone, weights_path)
 
