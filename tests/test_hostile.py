@@ -165,7 +165,9 @@ def test_oversized_stream_is_refused_before_it_is_read(hostile_server):
             s.settimeout(10)
             response = s.recv(65536)
     assert response.startswith(b"HTTP/1.1 413"), response[:200]
-    assert sent < limit + 8 * 2**20  # refused while streaming, not after reading 64 MiB
+    # Answered while we were still sending, long before the 64 MiB: what we managed to send is
+    # the limit plus what the kernel's socket buffers absorbed (tcp_rmem may reach 32 MiB).
+    assert sent < limit + 40 * 2**20 < 64 * 2**20
     assert list(hostile_server.tmp.iterdir()) == []
 
 
