@@ -18,3 +18,13 @@ def test_corpus_breakdown_scores_each_audio_corpus_alone():
     assert out["ravdess"]["fused"]["accuracy"] == 1 and out["tess"]["fused"]["n"] == 2
     assert out["ravdess"]["audio"]["accuracy"] == 0 and out["tess"]["audio"]["accuracy"] == 0
     assert corpus_breakdown({"group": group[:2], "view": view[:2]}, {"fused": (y[:2], right[:2])}, classes) == {}
+
+
+def test_fitness_rows_sample_is_seeded_and_bounded():
+    from trainer.build import fitness_rows
+
+    assert (fitness_rows(50, 100, 0) == np.arange(50)).all()
+    assert (fitness_rows(50, None, 0) == np.arange(50)).all()
+    rows = fitness_rows(10_000, 3000, 0)
+    assert len(rows) == len(set(rows)) == 3000 and rows.max() < 10_000 and (np.diff(rows) > 0).all()
+    assert (rows == fitness_rows(10_000, 3000, 0)).all() and not (rows == fitness_rows(10_000, 3000, 1)).all()

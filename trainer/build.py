@@ -118,6 +118,15 @@ def class_weights(y: np.ndarray, n: int) -> dict[int, float]:
     return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
+def fitness_rows(n: int, cap: int | None, seed: int) -> np.ndarray:
+    """Training rows the feature-selection fitness sees: all, or `cap` drawn at random
+    (seeded). The k-NN cross-validation costs O(rows^2) per evaluation, and the pseudo-pair
+    draws of one clip share its audio, so a sample keeps the search affordable."""
+    if cap is None or n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+
+
 def corpus_breakdown(test: dict[str, np.ndarray], scored: dict[str, tuple[np.ndarray, np.ndarray]],
                      classes: list[str]) -> dict[str, dict[str, Any]]:
     """Metrics per audio corpus (e.g. RAVDESS held-out actors alone) and view, when the test
@@ -307,7 +316,9 @@ def build(opts: BuildOptions) -> Path:
     with Step("IZOA feature selection"):
         tr = data["train"]
         flags = cfg.flag_columns
-        sel = select_features(tr["X"].mean(axis=1), tr["y"], np.asarray(tr["group"]), method="izoa",
+        rows = fitness_rows(len(tr["y"]), opts.izoa_rows, opts.seed)
+        X_sel, y_sel, g_sel = tr["X"][rows].mean(axis=1), tr["y"][rows], np.asarray(tr["group"])[rows]
+        sel = select_features(X_sel, y_sel, g_sel, method="izoa",
                               population=opts.izoa_population, iterations=opts.izoa_iterations,
                               always_keep=flags, seed=opts.seed)
         mask = np.flatnonzero(sel.mask)
@@ -316,7 +327,7 @@ def build(opts: BuildOptions) -> Path:
 
     with Step("feature selection: none / IZOA / ZOA / mutual information on the same split"):
         te = data["test"]
-        selection = compare_methods(tr["X"].mean(axis=1), tr["y"], np.asarray(tr["group"]), te["X"].mean(axis=1),
+        selection = compare_methods(X_sel, y_sel, g_sel, te["X"].mean(axis=1),
                                     te["y"], given={"izoa": sel}, population=opts.izoa_population,
                                     iterations=opts.izoa_iterations, always_keep=flags, seed=opts.seed)
 

@@ -23,6 +23,7 @@ _TUNABLE = {  # option -> help; defaults come from the chosen profile
     "pair_draws": "pseudo-pairs drawn per training audio clip",
     "izoa_population": "IZOA population (zebras)",
     "izoa_iterations": "IZOA iterations",
+    "izoa_rows": "training rows the feature-selection fitness sees (a seeded random sample)",
     "seed": "random seed",
 }
 

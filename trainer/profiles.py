@@ -38,6 +38,7 @@ class BuildOptions:
     # IZOA
     izoa_population: int = 20
     izoa_iterations: int = 30
+    izoa_rows: int | None = 3000          # training rows the selection fitness sees (None: all)
 
 
 QUICK = dict(
