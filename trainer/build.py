@@ -169,7 +169,8 @@ def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarra
     model.fit(tr["X"][..., mask], tr["y"], epochs=opts.clf_epochs, batch_size=opts.batch_size,
               validation_data=(va["X"][..., mask], va["y"]) if has_val else None,
               callbacks=[epoch_log(name)] + ([keras.callbacks.EarlyStopping(
-                  monitor="val_loss", patience=8, restore_best_weights=True)] if has_val else []), shuffle=True, verbose=0, class_weight=class_weights(tr["y"], n_classes))
+                  monitor="val_loss", patience=8, restore_best_weights=True)] if has_val else []),
+              shuffle=True, verbose=0, class_weight=class_weights(tr["y"], n_classes))
     return model
 
 
@@ -200,6 +201,7 @@ def build(opts: BuildOptions) -> Path:
     from .export import export_onnx
     from .models import build_resnet50
     from .select import select_features
+    from .select.compare import compare_methods
 
     t_start = time.perf_counter()
     rng = np.random.default_rng(opts.seed)
@@ -310,8 +312,6 @@ def build(opts: BuildOptions) -> Path:
             d["y"] = np.concatenate([d["y"], real_av["train"][1]])
             d["view"] = np.concatenate([d["view"], ["real_av"] * len(real_av["train"][1])])
             d["group"] = np.concatenate([d["group"], [s.speaker for s in videos["train"]]])
-
-    from .select.compare import compare_methods
 
     with Step("IZOA feature selection"):
         tr = data["train"]

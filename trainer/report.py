@@ -8,10 +8,15 @@ from typing import Any
 VIEWS = {"fused": "fused (pseudo-pairs)", "audio": "audio only", "face": "face only", "real_av": "real audio-visual clips"}
 
 
-def _row(name: str, view: str, m: dict[str, Any]) -> str:
+HEAD = ["| model | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |", "|---|---|---|---|---|---|---|"]
+CORPUS_HEAD = ["| model | corpus | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |",
+               "|---|---|---|---|---|---|---|---|"]
+
+
+def _row(name: str, view: str, m: dict[str, Any], corpus: str | None = None) -> str:
     auc = m.get("roc_auc_ovr")
-    return (f"| {name} | {VIEWS.get(view, view)} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | "
-            f"{m['uar']:.3f} | {'' if auc is None else f'{auc:.3f}'} |")
+    return (f"| {name} |{f' {corpus} |' if corpus else ''} {VIEWS.get(view, view)} | {m['n']} | {m['accuracy']:.3f} | "
+            f"{m['macro_f1']:.3f} | {m['uar']:.3f} | {'' if auc is None else f'{auc:.3f}'} |")
 
 
 def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
@@ -29,8 +34,7 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
         "",
         f"Samples per split: `{json.dumps(prov['samples_per_split'])}`",
         "",
-        "| model | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |",
-        "|---|---|---|---|---|---|---|",
+        *HEAD,
     ]
     for name, views in metrics["test"].items():
         for view, m in views.items():
@@ -48,14 +52,12 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
     by_corpus = metrics.get("test_by_corpus") or {}
     if by_corpus:
         lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words):", "",
-                  "| model | corpus | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [_row(name, view, m).replace(f"| {name} |", f"| {name} | {corpus} |", 1)
+                  *CORPUS_HEAD]
+        lines += [_row(name, view, m, corpus)
                   for name, corpora in by_corpus.items() for corpus, views in corpora.items() for view, m in views.items()]
     fer = metrics.get("face_fer2013_public_test") or {}
     if fer:
-        lines += ["", "Face-only, FER2013 `public_test` alone (the same images for both models):", "",
-                  "| model | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "Face-only, FER2013 `public_test` alone (the same images for both models):", "", *HEAD]
         names = {"resnet50": "ResNet-50 face classifier (ours)", "fer_mini_xception": "`fer` mini-Xception (peer)"}
         lines += [_row(names.get(k, k), "FER2013 public_test", m) for k, m in fer.items()]
         if "fer_mini_xception" not in fer:
@@ -97,8 +99,7 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
             "both sides of the split, so these figures overstate what the model does on people it has never "
             "seen: the tables above are the honest ones.",
             "",
-            "| model | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |",
-            "|---|---|---|---|---|---|---|",
+            *HEAD,
         ] + [_row(name, view, m) for name, views in paper["models"].items() for view, m in views.items()]
     figures = manifest.get("report_figures") or []
     if figures:
