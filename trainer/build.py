@@ -256,11 +256,22 @@ def build(opts: BuildOptions) -> Path:
         clf, backbone = build_resnet50(cfg.image_size, len(classes), learning_rate=lr,
                                        weights_path=str(opts.resnet_weights) if opts.resnet_weights else None)
         if opts.resnet_epochs:
-            val = (resnet_input(crops["val"], cfg), face_y["val"]) if len(crops["val"]) else None
-            clf.fit(resnet_input(crops["train"], cfg), face_y["train"], validation_data=val,
-                    epochs=opts.resnet_epochs, batch_size=opts.batch_size, shuffle=True, verbose=0,
-                    callbacks=[epoch_log("ResNet-50")],
-                    class_weight=class_weights(face_y["train"], len(classes)))
+            def fit_backbone() -> dict[str, np.ndarray]:
+                val = (resnet_input(crops["val"], cfg), face_y["val"]) if len(crops["val"]) else None
+                clf.fit(resnet_input(crops["train"], cfg), face_y["train"], validation_data=val,
+                        epochs=opts.resnet_epochs, batch_size=opts.batch_size, shuffle=True, verbose=0,
+                        callbacks=[epoch_log("ResNet-50")],
+                        class_weight=class_weights(face_y["train"], len(classes)))
+                return {f"w{i:04d}": w for i, w in enumerate(clf.get_weights())}
+
+            # The trained weights are cached (npz arrays, keyed by the recipe and the exact
+            # training faces): the backbone is most of a build's time, and a rebuild that only
+            # changes later stages should not pay for it again.
+            key = cache.key("resnet50/v1", cfg.image_size, opts.resnet_epochs, opts.batch_size, opts.seed,
+                            str(opts.resnet_weights), classes,
+                            [(str(s.path), s.label) for s in faces["train"]], [str(s.path) for s in faces["val"]])
+            weights = cache.get("resnet50", key, fit_backbone)
+            clf.set_weights([weights[k] for k in sorted(weights)])
         face_only_backbone, fer_public_test = {}, {}
         if len(crops["test"]):
             p = clf.predict(resnet_input(crops["test"], cfg), batch_size=128, verbose=0)
