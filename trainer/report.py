@@ -50,7 +50,7 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
         lines += ["", f"Accuracy change from the exported backbone{' (fp16 weights, fp32 compute)' if fp16 else ''} "
                       f"against the fp32 Keras model: {delta:+.2f} points."]
     by_corpus = metrics.get("test_by_corpus") or {}
-    if by_corpus:
+    if any(by_corpus.values()):  # empty per model when the test split has one audio corpus
         lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words):", "",
                   *CORPUS_HEAD]
         lines += [_row(name, view, m, corpus)
