@@ -2,6 +2,8 @@
 trainer imports the service's pipeline, never the reverse)."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -33,7 +35,10 @@ def mfcc_of(sample: Sample, cfg: PipelineConfig, cache: FeatureCache, timeout_s:
 
 
 def all_mfcc(samples: Sequence[Sample], cfg: PipelineConfig, cache: FeatureCache) -> list[dict[str, np.ndarray]]:
-    return [mfcc_of(s, cfg, cache) for s in progress(samples, "audio: decode + MFCC")]
+    # One decode per core: ffmpeg runs in a child process and librosa's numpy work releases the GIL.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(progress(pool.map(lambda s: mfcc_of(s, cfg, cache), samples), "audio: decode + MFCC",
+                             total=len(samples)))
 
 
 def face_crop(sample: Sample, cfg: PipelineConfig) -> visual.FaceCrop:
