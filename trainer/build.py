@@ -118,17 +118,6 @@ def class_weights(y: np.ndarray, n: int) -> dict[int, float]:
     return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
-def sample_weights(y: np.ndarray, groups: np.ndarray, n_classes: int) -> np.ndarray:
-    """Training weights in which every speaker counts the same, then every class is balanced:
-    TESS has two speakers with a thousand clips each, RAVDESS sixty per actor, and a model
-    that is to hear new people should not learn mostly two voices (mean weight 1)."""
-    _, speaker, per_speaker = np.unique(np.asarray(groups).astype(str), return_inverse=True, return_counts=True)
-    w = 1.0 / per_speaker[speaker]
-    per_class = np.bincount(y, weights=w, minlength=n_classes)
-    w = w * np.where(per_class[y] > 0, per_class.sum() / (n_classes * np.maximum(per_class[y], 1e-12)), 0.0)
-    return w * len(w) / w.sum()
-
-
 def fitness_rows(n: int, cap: int | None, seed: int) -> np.ndarray:
     """Training rows the feature-selection fitness sees: all, or `cap` drawn at random
     (seeded). The k-NN cross-validation costs O(rows^2) per evaluation, and the pseudo-pair
@@ -181,7 +170,7 @@ def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarra
               validation_data=(va["X"][..., mask], va["y"]) if has_val else None,
               callbacks=[epoch_log(name)] + ([keras.callbacks.EarlyStopping(
                   monitor="val_loss", patience=8, restore_best_weights=True)] if has_val else []),
-              shuffle=True, verbose=0, sample_weight=sample_weights(tr["y"], tr["group"], n_classes))
+              shuffle=True, verbose=0, class_weight=class_weights(tr["y"], n_classes))
     return model
 
 
@@ -338,12 +327,17 @@ def build(opts: BuildOptions) -> Path:
 
     with Step("IZOA feature selection"):
         tr = data["train"]
-        flags = cfg.flag_columns
+        # IZOA chooses among the 2048 image columns; the audio codes (64 columns, already an
+        # autoencoder bottleneck) and the presence flags stay in every mask. The k-NN fitness
+        # weighs every column the same, so image columns decide it and audio columns were
+        # dropped at random: a build with them selectable kept 19 of 64.
+        layout = cfg.layout()
+        always_keep = list(range(layout["audio_mean"][0], layout["audio_std"][1])) + cfg.flag_columns
         rows = fitness_rows(len(tr["y"]), opts.izoa_rows, opts.seed)
         X_sel, y_sel, g_sel = tr["X"][rows].mean(axis=1), tr["y"][rows], np.asarray(tr["group"])[rows]
         sel = select_features(X_sel, y_sel, g_sel, method="izoa",
                               population=opts.izoa_population, iterations=opts.izoa_iterations,
-                              always_keep=flags, seed=opts.seed)
+                              always_keep=always_keep, seed=opts.seed)
         mask = np.flatnonzero(sel.mask)
         log.info("IZOA kept %d of %d features (fitness %.4f, CV error %.4f)", len(mask), cfg.step_dim,
                  sel.fitness, sel.cv_error)
@@ -352,7 +346,7 @@ def build(opts: BuildOptions) -> Path:
         te = data["test"]
         selection = compare_methods(X_sel, y_sel, g_sel, te["X"].mean(axis=1),
                                     te["y"], given={"izoa": sel}, population=opts.izoa_population,
-                                    iterations=opts.izoa_iterations, always_keep=flags, seed=opts.seed)
+                                    iterations=opts.izoa_iterations, always_keep=always_keep, seed=opts.seed)
 
     results: dict[str, Any] = {}
     scored: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}   # model -> view -> (y, probs)

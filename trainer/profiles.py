@@ -63,7 +63,6 @@ DEFAULT = dict(
     resnet_epochs=10,
     clf_epochs=40,
     pair_draws=3,
-    modality_dropout=0.3,   # 30 % audio-only, 30 % face-only copies: the audio path needs the practice
     izoa_population=12,
     izoa_iterations=15,
 )
