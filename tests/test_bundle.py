@@ -40,6 +40,11 @@ def test_report_has_figures_and_the_selection_comparison(quick_bundle):
     assert set(selection) == {"none", "izoa", "zoa", "mutual_info"}
     assert selection["izoa"]["n_selected"] == len(manifest["mask"]["selected"])
     assert "| mutual_info |" in report
+    # the audio codes and presence flags are in every mask; IZOA chooses among image columns
+    layout = manifest["preprocessing"]
+    audio_and_flags = set(range(layout["image_feature_dim"], manifest["mask"]["n_total"]))
+    assert audio_and_flags <= set(manifest["mask"]["selected"])
+    assert "How to read the pseudo-pair rows" in report
 
 
 def test_report_has_the_paper_protocol_labelled_leaky(quick_bundle):

@@ -49,10 +49,17 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
         delta = 100 * (exported["accuracy"] - metrics["face_backbone_test"]["accuracy"])
         lines += ["", f"Accuracy change from the exported backbone{' (fp16 weights, fp32 compute)' if fp16 else ''} "
                       f"against the fp32 Keras model: {delta:+.2f} points."]
+    k = manifest["preprocessing"]["k_summary"]
+    lines += ["", f"How to read the pseudo-pair rows: a test sequence pairs one held-out clip with K = {k} face "
+                  f"images of its emotion drawn independently from the held-out face pool (in practice {k} different "
+                  "people), so the face-only and fused rows are a vote over independent faces. A real video shows one person whose summary frames look "
+                  "alike: for one face, read the ResNet-50 face classifier row (one image at a time)."]
     by_corpus = metrics.get("test_by_corpus") or {}
     if any(by_corpus.values()):  # empty per model when the test split has one audio corpus
         lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words):", "",
                   *CORPUS_HEAD]
+        lines.insert(-2, "RAVDESS is the speaker-independent audio figure; TESS has two speakers, both on "
+                         "both sides of the split (it is word-independent, not speaker-independent).\n")
         lines += [_row(name, view, m, corpus)
                   for name, corpora in by_corpus.items() for corpus, views in corpora.items() for view, m in views.items()]
     fer = metrics.get("face_fer2013_public_test") or {}
@@ -66,7 +73,9 @@ def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
     lines += [
         "",
         f"IZOA feature mask: {mask['n_selected']} of {mask['n_total']} step features kept "
-        f"(fitness {mask['fitness']:.4f}, cross-validated error on training speakers {mask['cv_error']:.4f}).",
+        f"(fitness {mask['fitness']:.4f}, cross-validated error on training speakers {mask['cv_error']:.4f}). "
+        "IZOA chooses among the image-feature columns; the audio-code columns and the presence flags are in "
+        "every mask.",
         "",
         "Per-class recall of the proposed model (fused):",
         "",
