@@ -26,6 +26,9 @@ _TUNABLE = {  # option -> help; defaults come from the chosen profile
     "izoa_rows": "training rows the feature-selection fitness sees (a seeded random sample)",
     "seed": "random seed",
 }
+_TUNABLE_FLOAT = {
+    "modality_dropout": "probability, per modality, that a training pair is shown with only the other one",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--version", default="0.1.0", help="bundle version")
     for name, text in _TUNABLE.items():
         b.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"{text} (default: from the profile)")
+    for name, text in _TUNABLE_FLOAT.items():
+        b.add_argument("--" + name.replace("_", "-"), type=float, default=None,
+                       help=f"{text} (default: from the profile)")
     b.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         peer_face_model=args.peer_face_model.resolve() if args.peer_face_model else None,
         paper_protocol=args.paper_protocol,
         cache_dir=None if str(args.cache) == "none" else args.cache.resolve()))
-    overrides = {k: getattr(args, k) for k in _TUNABLE if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in (*_TUNABLE, *_TUNABLE_FLOAT) if getattr(args, k) is not None}
     if args.corpora:
         overrides["corpora"] = tuple(args.corpora)
     opts = replace(opts, **overrides)
