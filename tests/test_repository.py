@@ -25,3 +25,11 @@ def test_trainer_help_documents_the_options():
                          capture_output=True, text=True, check=True).stdout
     for option in ("--data", "--out", "--profile", "--resnet-weights", "--cache", "--label-set", "--izoa-iterations"):
         assert option in out
+
+
+def test_trainer_tunables_parse_to_their_types():
+    from trainer.cli import _parser
+
+    args = _parser().parse_args(["build", "--modality-dropout", "0.3", "--resnet-epochs", "2"])
+    assert args.modality_dropout == 0.3 and args.resnet_epochs == 2 and isinstance(args.resnet_epochs, int)
+    assert args.seed is None  # not given: the profile decides

@@ -11,23 +11,21 @@ from .profiles import PROFILES, BuildOptions, with_profile
 
 REPO = Path(__file__).resolve().parents[1]
 
-_TUNABLE = {  # option -> help; defaults come from the chosen profile
-    "image_size": "ResNet-50 input size in pixels",
-    "k_summary": "K summary frames = fusion sequence steps",
-    "audio_per_speaker_class": "cap on audio clips per (speaker, class)",
-    "faces_per_class": "cap on face images per (split, class)",
-    "ae_epochs": "epochs of the audio and frame autoencoders",
-    "resnet_epochs": "epochs of ResNet-50 training on face images (0 keeps --resnet-weights as given)",
-    "clf_epochs": "maximum epochs of each sequence classifier (early stopping on validation speakers)",
-    "batch_size": "training batch size",
-    "pair_draws": "pseudo-pairs drawn per training audio clip",
-    "izoa_population": "IZOA population (zebras)",
-    "izoa_iterations": "IZOA iterations",
-    "izoa_rows": "training rows the feature-selection fitness sees (a seeded random sample)",
-    "seed": "random seed",
-}
-_TUNABLE_FLOAT = {
-    "modality_dropout": "probability, per modality, that a training pair is shown with only the other one",
+_TUNABLE = {  # option -> (type, help); defaults come from the chosen profile
+    "image_size": (int, "ResNet-50 input size in pixels"),
+    "k_summary": (int, "K summary frames = fusion sequence steps"),
+    "audio_per_speaker_class": (int, "cap on audio clips per (speaker, class)"),
+    "faces_per_class": (int, "cap on face images per (split, class)"),
+    "ae_epochs": (int, "epochs of the audio and frame autoencoders"),
+    "resnet_epochs": (int, "epochs of ResNet-50 training on face images (0 keeps --resnet-weights as given)"),
+    "clf_epochs": (int, "maximum epochs of each sequence classifier (early stopping on validation speakers)"),
+    "batch_size": (int, "training batch size"),
+    "pair_draws": (int, "pseudo-pairs drawn per training audio clip"),
+    "izoa_population": (int, "IZOA population (zebras)"),
+    "izoa_iterations": (int, "IZOA iterations"),
+    "izoa_rows": (int, "training rows the feature-selection fitness sees (a seeded random sample)"),
+    "seed": (int, "random seed"),
+    "modality_dropout": (float, "probability, per modality, that a training pair is shown with only the other one"),
 }
 
 
@@ -59,11 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="feature cache directory ('none' disables it)")
     b.add_argument("--name", default="emotion-av", help="bundle name")
     b.add_argument("--version", default="0.1.0", help="bundle version")
-    for name, text in _TUNABLE.items():
-        b.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=f"{text} (default: from the profile)")
-    for name, text in _TUNABLE_FLOAT.items():
-        b.add_argument("--" + name.replace("_", "-"), type=float, default=None,
-                       help=f"{text} (default: from the profile)")
+    for name, (kind, text) in _TUNABLE.items():
+        b.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"{text} (default: from the profile)")
     b.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -79,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         peer_face_model=args.peer_face_model.resolve() if args.peer_face_model else None,
         paper_protocol=args.paper_protocol,
         cache_dir=None if str(args.cache) == "none" else args.cache.resolve()))
-    overrides = {k: getattr(args, k) for k in (*_TUNABLE, *_TUNABLE_FLOAT) if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in _TUNABLE if getattr(args, k) is not None}
     if args.corpora:
         overrides["corpora"] = tuple(args.corpora)
     opts = replace(opts, **overrides)
