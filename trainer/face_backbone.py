@@ -1,0 +1,100 @@
+"""The face backbone stage's data and cache: which faces train it, where its checkpoint
+lives, and a command to run (or resume) its training alone, in the background:
+
+    python -m trainer.face_backbone --minutes 85      # one run; the same command resumes
+
+The build's face-backbone stage calls the same `trained_backbone`, so a background run
+and a build share one checkpoint (keyed by the recipe and the exact training faces).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from service.pipeline.config import PipelineConfig
+
+from .cache import FeatureCache
+from .data import LABEL_SETS, Sample, discover_corpora, load_corpus, map_label
+from .face_training import FaceRecipe, train_face_backbone
+from .splits import split_of
+
+log = logging.getLogger("trainer.face")
+FACE_CORPORA = ("fer2013", "ckplus")
+
+
+def face_samples(data_dir: Path, corpora: Sequence[str] = FACE_CORPORA) -> dict[str, list[Sample]]:
+    found = discover_corpora(data_dir)
+    out: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    for c in corpora:
+        if c in found:
+            for s in load_corpus(c, found[c]):
+                if s.modality == "image":
+                    out[split_of(s)].append(s)
+    return out
+
+
+def load_faces(samples: Sequence[Sample], cfg: PipelineConfig, cache: FeatureCache, classes: list[str],
+               label_set: str = "basic7") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 crops [n, s, s] through the pipeline's corpus-face path, and class indices; cached."""
+    from .features import face_crops
+
+    keep = [s for s in samples if map_label(s.label, label_set) is not None]
+    index = {c: i for i, c in enumerate(classes)}
+
+    def compute() -> dict[str, np.ndarray]:
+        crops = face_crops(keep, cfg) if keep else np.zeros((0, cfg.image_size, cfg.image_size), np.uint8)
+        return {"x": crops, "y": np.array([index[map_label(s.label, label_set)] for s in keep], np.int64)}
+
+    key = FeatureCache.key("face-crops/v1", cfg.image_size, label_set, [(str(s.path), s.label) for s in keep])
+    got = cache.get("face_crops", key, compute)
+    return got["x"], got["y"]
+
+
+def checkpoint_dir(cache_root: Path, recipe: FaceRecipe, classes: list[str], train: Sequence[Sample],
+                   val: Sequence[Sample]) -> Path:
+    key = FeatureCache.key("face-backbone/v1", recipe.key(), classes, [(str(s.path), s.label) for s in train],
+                           [str(s.path) for s in val])
+    return cache_root / "face_backbone" / key[:16]
+
+
+def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cache: FeatureCache,
+                     cache_root: Path, recipe: FaceRecipe, classes: list[str], max_minutes: float | None = None):
+    """(classifier, backbone, curve) of the face ResNet, trained or resumed from its checkpoint."""
+    tx, ty = load_faces(samples["train"], cfg, cache, classes)
+    vx, vy = load_faces(samples["val"], cfg, cache, classes)
+    where = checkpoint_dir(cache_root, recipe, classes, samples["train"], samples["val"])
+    log.info("face backbone: %d training faces, %d validation faces, checkpoint %s", len(ty), len(vy), where)
+    return train_face_backbone(tx, ty, vx, vy, len(classes), recipe, where, pixel_mean=cfg.pixel_mean,
+                               pixel_std=cfg.pixel_std, max_minutes=max_minutes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    p = argparse.ArgumentParser(prog="python -m trainer.face_backbone", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=repo.parent / "shared" / "data")
+    p.add_argument("--cache", type=Path, default=repo / ".cache")
+    p.add_argument("--epochs", type=int, default=FaceRecipe.epochs)
+    p.add_argument("--minutes", type=float, default=85.0, help="this run's time budget")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    recipe = FaceRecipe.for_this_cpu(epochs=args.epochs)
+    cfg = PipelineConfig(image_size=recipe.image_size)
+    classes = list(LABEL_SETS["basic7"])
+    samples = face_samples(args.data)
+    clf, _, curve = trained_backbone(samples, cfg, FeatureCache(args.cache / "features"), args.cache, recipe,
+                                     classes, args.minutes)
+    from .face_training import accuracy
+
+    tx, ty = load_faces(samples["test"], cfg, FeatureCache(args.cache / "features"), classes)
+    log.info("done: %d epochs; test accuracy %.4f (flip-averaged %.4f)", len(curve),
+             accuracy(clf, tx, ty, cfg.pixel_mean, cfg.pixel_std),
+             accuracy(clf, tx, ty, cfg.pixel_mean, cfg.pixel_std, flip=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Training the face backbone on face-image corpora, within a time budget, resumable.
+
+The recipe a practitioner would recognise for FER2013-sized faces: random shifts, zoom,
+small rotations and flips, brightness/contrast jitter and random erasing; label
+smoothing; SGD with Nesterov momentum, a short linear warm-up then cosine decay sized to
+the whole schedule; L2 weight decay on the convolutions; XLA-compiled training steps
+(measured 2.5x faster on a 2-core AMD EPYC: 154 vs 62 faces/s); mixed bfloat16 only where
+the CPU has avx512_bf16 (there 1.35-1.6x faster; without it bf16 is emulated: 12.6 faces/s
+here). No class weighting: FER2013's accuracy is the target
+and weighting its tiny "disgust" class trades accuracy for recall there.
+
+A schedule longer than one run's time budget is built from several runs: after every epoch
+the weights, the optimizer state and the learning curve go to `checkpoint_dir`; a run that
+reaches its budget stops at the epoch boundary (`TrainingPaused`), and the next run with the
+same recipe resumes exactly there (the schedule is a function of the global step).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("trainer.face")
+
+
+class TrainingPaused(RuntimeError):
+    """A run reached its time budget; its state is checkpointed and the same command resumes it."""
+
+
+@dataclass(frozen=True)
+class FaceRecipe:
+    image_size: int = 48
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    epochs: int = 40
+    batch_size: int = 64
+    peak_lr: float = 0.05
+    warmup_epochs: int = 2
+    momentum: float = 0.9
+    weight_decay: float = 2.5e-4         # L2 factor: gradient += 5e-4 * w, the usual SGD "wd 5e-4"
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    shift: float = 0.1                   # fraction of the side
+    zoom: float = 0.1
+    rotation_deg: float = 10.0
+    erase_prob: float = 0.5
+    mixed_bfloat16: bool = False         # `bf16_is_native()` decides the default in `FaceRecipe.for_this_cpu`
+    xla: bool = True
+    seed: int = 0
+
+    def key(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def for_this_cpu(cls, **kw) -> "FaceRecipe":
+        return cls(**{"mixed_bfloat16": bf16_is_native(), **kw})
+
+
+def bf16_is_native() -> bool:
+    """True where the CPU computes bfloat16 natively (avx512_bf16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _augmenter(recipe: FaceRecipe, seed: int):
+    import keras
+    from keras import layers
+
+    return keras.Sequential([
+        layers.RandomFlip("horizontal", seed=seed),
+        layers.RandomRotation(recipe.rotation_deg / 360.0, fill_mode="reflect", seed=seed + 1),
+        layers.RandomZoom(recipe.zoom, recipe.zoom, fill_mode="reflect", seed=seed + 2),
+        layers.RandomTranslation(recipe.shift, recipe.shift, fill_mode="reflect", seed=seed + 3),
+    ], name="face_augment")
+
+
+def _random_erase(x, prob: float):
+    """Per image, with probability `prob`, one rectangle (2-25 % of the area, aspect 0.3-3.3)
+    filled with uniform noise (Zhong et al. 2020). x: float32 [B, s, s, 1] in [0, 255]."""
+    import tensorflow as tf
+
+    b, s = tf.shape(x)[0], tf.shape(x)[1]
+    sf = tf.cast(s, tf.float32)
+    area = tf.random.uniform([b], 0.02, 0.25) * sf * sf
+    aspect = tf.exp(tf.random.uniform([b], math.log(0.3), math.log(3.3)))
+    h = tf.clip_by_value(tf.sqrt(area * aspect), 1.0, sf)
+    w = tf.clip_by_value(tf.sqrt(area / aspect), 1.0, sf)
+    y0 = tf.random.uniform([b]) * (sf - h)
+    x0 = tf.random.uniform([b]) * (sf - w)
+    grid = tf.cast(tf.range(s), tf.float32)
+    rows = (grid[None, :] >= y0[:, None]) & (grid[None, :] < (y0 + h)[:, None])
+    cols = (grid[None, :] >= x0[:, None]) & (grid[None, :] < (x0 + w)[:, None])
+    on = tf.random.uniform([b]) < prob
+    box = rows[:, :, None] & cols[:, None, :] & on[:, None, None]
+    noise = tf.random.uniform(tf.shape(x), 0.0, 255.0)
+    return tf.where(box[..., None], noise, x)
+
+
+def _normalise(x, pixel_mean: float, pixel_std: float):
+    """Exactly `service.pipeline.visual.resnet_input`: (p - mean) / std, grey to 3 channels."""
+    import tensorflow as tf
+
+    return tf.repeat((x - pixel_mean) / pixel_std, 3, axis=-1)
+
+
+def _datasets(train_x: np.ndarray, train_y: np.ndarray, recipe: FaceRecipe, pixel_mean: float,
+              pixel_std: float, epoch_seed: int):
+    import tensorflow as tf
+
+    augment = _augmenter(recipe, recipe.seed + epoch_seed)
+
+    def prepare(x, y):
+        x = tf.cast(x, tf.float32)[..., None]
+        x = augment(x, training=True)
+        lo = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], 0.75, 1.25)      # contrast
+        hi = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], -25.0, 25.0)     # brightness
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        x = tf.clip_by_value((x - mean) * lo + mean + hi, 0.0, 255.0)
+        x = _random_erase(x, recipe.erase_prob)
+        return _normalise(x, pixel_mean, pixel_std), y
+
+    order = np.random.default_rng(recipe.seed * 1000 + epoch_seed).permutation(len(train_y))
+    ds = tf.data.Dataset.from_tensor_slices((train_x[order], train_y[order].astype(np.int32)))
+    return ds.batch(recipe.batch_size, drop_remainder=True).map(
+        prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def lr_at(step: int, steps_per_epoch: int, recipe: FaceRecipe) -> float:
+    """Linear warm-up to `peak_lr`, then cosine decay to 0 at the end of the schedule."""
+    warm = recipe.warmup_epochs * steps_per_epoch
+    total = recipe.epochs * steps_per_epoch
+    if step < warm:
+        return recipe.peak_lr * (step + 1) / warm
+    return 0.5 * recipe.peak_lr * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+def _schedule(steps_per_epoch: int, recipe: FaceRecipe):
+    import keras
+    import tensorflow as tf
+
+    class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            warm = float(recipe.warmup_epochs * steps_per_epoch)
+            total = float(recipe.epochs * steps_per_epoch)
+            warm_lr = recipe.peak_lr * (step + 1.0) / max(warm, 1.0)
+            frac = tf.minimum(1.0, (step - warm) / max(1.0, total - warm))
+            cos_lr = 0.5 * recipe.peak_lr * (1.0 + tf.cos(math.pi * frac))
+            return tf.where(step < warm, warm_lr, cos_lr)
+
+        def get_config(self):
+            return {}
+
+    return WarmupCosine()
+
+
+class _Checkpoint:
+    """weights + optimizer variables + curve, in one npz written atomically."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.file = self.dir / "state.npz"
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.file.is_file():
+            return None
+        with np.load(self.file, allow_pickle=False) as z:
+            n_w, n_o = int(z["n_weights"]), int(z["n_opt"])
+            return {"weights": [z[f"w{i:04d}"] for i in range(n_w)],
+                    "optimizer": [z[f"o{i:04d}"] for i in range(n_o)],
+                    "curve": json.loads(str(z["curve"])), "recipe": json.loads(str(z["recipe"]))}
+
+    def save(self, model, optimizer, curve: list[dict], recipe: FaceRecipe) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        weights = model.get_weights()
+        opt = [np.asarray(v) for v in optimizer.variables]
+        arrays = {f"w{i:04d}": w for i, w in enumerate(weights)}
+        arrays.update({f"o{i:04d}": v for i, v in enumerate(opt)})
+        tmp = self.dir / f".state.{os.getpid()}.tmp.npz"
+        np.savez(tmp, n_weights=len(weights), n_opt=len(opt), curve=json.dumps(curve),
+                 recipe=json.dumps(recipe.key()), **arrays)
+        os.replace(tmp, self.file)
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray, pixel_mean: float, pixel_std: float, flip: bool = False,
+             batch: int = 256) -> float:
+    """Top-1 accuracy of a classifier on uint8 faces [n, s, s]; `flip`: average with the mirror."""
+    probs = predict_faces(model, x, pixel_mean, pixel_std, flip, batch)
+    return float((probs.argmax(1) == y).mean()) if len(y) else float("nan")
+
+
+def predict_faces(model, x: np.ndarray, pixel_mean: float, pixel_std: float, flip: bool = False,
+                  batch: int = 256) -> np.ndarray:
+    xs = (x.astype(np.float32) - pixel_mean) / pixel_std
+    xs = np.repeat(xs[..., None], 3, axis=-1)
+    probs = model.predict(xs, batch_size=batch, verbose=0)
+    if flip:
+        probs = (probs + model.predict(xs[:, :, ::-1], batch_size=batch, verbose=0)) / 2
+    return probs
+
+
+def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                        n_classes: int, recipe: FaceRecipe, checkpoint_dir: Path, *,
+                        pixel_mean: float = 127.5, pixel_std: float = 127.5,
+                        max_minutes: float | None = None):
+    """Train (or resume) the face ResNet; returns (classifier, backbone, curve), both models
+    in float32 (the weights of a mixed-precision run copied into a float32 build, which is
+    what gets exported). Raises TrainingPaused when `max_minutes` ends the run early."""
+    import keras
+
+    from .models.face_resnet import build_face_backbone, build_face_classifier
+
+    keras.utils.set_random_seed(recipe.seed)
+    if recipe.mixed_bfloat16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        backbone = build_face_backbone(recipe.image_size, recipe.widths, recipe.blocks, recipe.weight_decay)
+        model = build_face_classifier(backbone, n_classes, recipe.dropout)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    steps = len(train_y) // recipe.batch_size
+    optimizer = keras.optimizers.SGD(_schedule(steps, recipe), momentum=recipe.momentum, nesterov=True)
+    model.compile(optimizer=optimizer, jit_compile=recipe.xla,
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+                  metrics=["accuracy"])
+    optimizer.build(model.trainable_variables)
+
+    ckpt = _Checkpoint(checkpoint_dir)
+    state = ckpt.load()
+    curve: list[dict] = []
+    if state is not None:
+        if state["recipe"] != json.loads(json.dumps(recipe.key())):
+            raise ValueError(f"{ckpt.file} was written by another recipe; remove it or use another directory")
+        model.set_weights(state["weights"])
+        for var, value in zip(optimizer.variables, state["optimizer"]):
+            var.assign(value)
+        curve = state["curve"]
+        log.info("face backbone: resuming after epoch %d of %d", len(curve), recipe.epochs)
+
+    started = time.perf_counter()
+    minutes_before = curve[-1]["minutes"] if curve else 0.0
+    onehot = np.eye(n_classes, dtype=np.float32)
+    for epoch in range(len(curve), recipe.epochs):
+        if max_minutes is not None and curve and (time.perf_counter() - started) / 60 + \
+                (curve[-1]["epoch_minutes"] if curve else 0) > max_minutes:
+            raise TrainingPaused(f"face backbone paused after epoch {epoch} of {recipe.epochs} "
+                                 f"(run budget {max_minutes:.0f} min); run the same command again to resume")
+        t0 = time.perf_counter()
+        ds = _datasets(train_x, onehot[train_y], recipe, pixel_mean, pixel_std, epoch)
+        hist = model.fit(ds, epochs=1, verbose=0)
+        val_acc = accuracy(model, val_x, val_y, pixel_mean, pixel_std)
+        epoch_min = (time.perf_counter() - t0) / 60
+        curve.append({"epoch": epoch + 1, "minutes": round(minutes_before + (time.perf_counter() - started) / 60, 2),
+                      "epoch_minutes": round(epoch_min, 2), "train_loss": round(float(hist.history["loss"][-1]), 4),
+                      "train_accuracy": round(float(hist.history["accuracy"][-1]), 4),
+                      "val_accuracy": round(val_acc, 4),
+                      "lr_end": round(lr_at((epoch + 1) * steps - 1, steps, recipe), 6)})
+        log.info("face backbone epoch %d/%d: %s", epoch + 1, recipe.epochs,
+                 ", ".join(f"{k} {v}" for k, v in curve[-1].items() if k != "epoch"))
+        ckpt.save(model, optimizer, curve, recipe)
+
+    # The float32 twin that gets exported: the same weights, float32 compute.
+    backbone32 = build_face_backbone(recipe.image_size, recipe.widths, recipe.blocks)
+    model32 = build_face_classifier(backbone32, n_classes, recipe.dropout)
+    model32.set_weights(model.get_weights())
+    return model32, backbone32, curve
