@@ -8,7 +8,6 @@ cannot honour is refused with a `BundleError`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -17,10 +16,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .manifest import MANIFEST_FILE as MANIFEST
+from .manifest import SCHEMA_VERSION, Manifest, ManifestError
 from .pipeline.config import PipelineConfig
 
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
+__all__ = ["SCHEMA_VERSION", "MANIFEST", "Manifest", "Bundle", "BundleError", "load_bundle", "open_session"]
 # Roles the service needs; a bundle may carry more (e.g. the baselines).
 REQUIRED_ROLES = ("audio_encoder", "frame_encoder", "image_features", "classifier")
 DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -90,7 +90,7 @@ class EncoderSessions:
 class Bundle(EncoderSessions):
     """A loaded bundle: its manifest, pipeline config, feature mask and ONNX sessions."""
 
-    def __init__(self, path: Path, manifest: dict[str, Any], sessions: dict[str, Session],
+    def __init__(self, path: Path, manifest: Manifest, sessions: dict[str, Session],
                  manifest_sha256: str | None = None, providers: Sequence[str] | None = None):
         super().__init__(sessions)
         self.path = path
@@ -100,9 +100,9 @@ class Bundle(EncoderSessions):
         # the bytes that were parsed.
         self.manifest_sha256 = manifest_sha256 or sha256_file(path / MANIFEST)
         self.providers_requested = list(providers or DEFAULT_PROVIDERS)
-        self.config = PipelineConfig.from_dict(manifest["preprocessing"])
-        self.classes: list[str] = list(manifest["classes"])
-        self.mask = np.asarray(manifest["mask"]["selected"], dtype=np.int64)
+        self.config = PipelineConfig.from_dict(manifest.preprocessing)
+        self.classes: list[str] = list(manifest.classes)
+        self.mask = np.asarray(manifest.mask.selected, dtype=np.int64)
         if self.mask.size == 0 or self.mask.max() >= self.config.step_dim:
             raise BundleError("the feature mask does not fit the fusion step layout")
 
@@ -113,52 +113,45 @@ class Bundle(EncoderSessions):
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        return self.manifest.name
 
     @property
     def version(self) -> str:
-        return self.manifest["version"]
+        return self.manifest.version
 
     def summary(self) -> dict[str, Any]:
         m = self.manifest
         return {
-            "name": m["name"], "version": m["version"], "created": m.get("created"),
-            "schema_version": m["schema_version"], "classes": self.classes,
-            "label_set": m.get("label_set"), "manifest_sha256": self.manifest_sha256,
-            "artifacts": {role: {"file": a["file"], "sha256": a["sha256"],
+            "name": m.name, "version": m.version, "created": m.created,
+            "schema_version": m.schema_version, "classes": self.classes,
+            "label_set": m.label_set, "manifest_sha256": self.manifest_sha256,
+            "artifacts": {role: {"file": a.file, "sha256": a.sha256,
                                  # what ONNX Runtime actually runs the session on (after fallback)
                                  "providers": self.sessions[role].providers if role in self.sessions else []}
-                          for role, a in m["artifacts"].items()},
+                          for role, a in m.artifacts.items()},
             "execution_providers": {
                 "requested": self.providers_requested,
                 "available": list(_ort().get_available_providers()) if self.sessions else [],
                 "in_use": sorted({s.providers[0] for s in self.sessions.values()}),
             },
-            "metrics": m.get("metrics", {}),
+            "metrics": m.metrics,
         }
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
-    return _read_manifest(path)[0]
+def read_manifest(path: Path) -> Manifest:
+    return _read_manifest(Path(path))[0]
 
 
-def _read_manifest(path: Path) -> tuple[dict[str, Any], str]:
-    """The parsed manifest and the sha256 of the very bytes parsed."""
-    file = path / MANIFEST
-    if not file.is_file():
-        raise BundleError(f"no {MANIFEST} in {path}")
-    raw = file.read_bytes()
+def _read_manifest(path: Path) -> tuple[Manifest, str]:
+    """The typed manifest and the sha256 of the very bytes parsed."""
     try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{file} is not valid JSON: {exc}") from exc
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(f"manifest schema {manifest.get('schema_version')!r} is not supported "
-                          f"(this service reads schema {SCHEMA_VERSION})")
-    missing = [r for r in REQUIRED_ROLES if r not in manifest.get("artifacts", {})]
+        manifest, sha = Manifest.read(path)
+    except ManifestError as exc:
+        raise BundleError(str(exc)) from exc
+    missing = manifest.missing_roles(REQUIRED_ROLES)
     if missing:
         raise BundleError(f"manifest lacks the artifacts {missing}")
-    return manifest, hashlib.sha256(raw).hexdigest()
+    return manifest, sha
 
 
 def available_cpus() -> int:
@@ -211,20 +204,20 @@ def load_bundle(path: Path, providers: Sequence[str] | None = None, threads: int
     path = Path(path)
     manifest, manifest_sha256 = _read_manifest(path)
     sessions: dict[str, Session] = {}
-    for role, art in manifest["artifacts"].items():
-        file = path / art["file"]
+    for role, art in manifest.artifacts.items():
+        file = path / art.file
         if not file.is_file():
             raise BundleError(f"artifact {role}: {file.name} is missing")
-        if sha256_file(file) != art["sha256"]:
+        if sha256_file(file) != art.sha256:
             raise BundleError(f"artifact {role}: sha256 of {file.name} does not match the manifest")
         if roles is not None and role not in roles:
             continue
         sess = open_session(file, role, providers, threads)
         inputs, outputs = sess.session.get_inputs(), sess.session.get_outputs()
-        if len(inputs) != 1 or sess.input_name != art["input"]["name"] or sess.output_name != art["output"]["name"]:
+        if len(inputs) != 1 or sess.input_name != art.input.name or sess.output_name != art.output.name:
             raise BundleError(f"artifact {role}: graph inputs/outputs differ from the manifest")
-        if not (_shapes_match(art["input"]["shape"], inputs[0].shape)
-                and _shapes_match(art["output"]["shape"], outputs[0].shape)):
+        if not (_shapes_match(art.input.shape, inputs[0].shape)
+                and _shapes_match(art.output.shape, outputs[0].shape)):
             raise BundleError(f"artifact {role}: graph shapes {inputs[0].shape}->{outputs[0].shape} "
                               "differ from the manifest")
         sessions[role] = sess

@@ -1,0 +1,25 @@
+"""The shipped bundle answers the six real CREMA-D clips exactly as recorded (to 1e-6):
+refactors of the pipeline, the loader or the predictor must not change what users get."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import corpus_dir
+from golden import DEFAULT_BUNDLE, GOLDEN, compute
+
+
+@pytest.mark.integration
+def test_shipped_bundle_answers_cremad_clips_as_recorded():
+    clips = corpus_dir("cremad_av")
+    expected = json.loads(GOLDEN.read_text())
+    got = compute(DEFAULT_BUNDLE, clips)
+    assert got["manifest_sha256"] == expected["manifest_sha256"], (
+        "models/default changed: record its answers with `python -m tests.golden` (and say why in the commit)")
+    assert got["clips"].keys() == expected["clips"].keys()
+    for name, want in expected["clips"].items():
+        have = got["clips"][name]
+        assert have["label"] == want["label"], name
+        for cls, p in want["probabilities"].items():
+            assert have["probabilities"][cls] == pytest.approx(p, abs=1e-6), (name, cls)
