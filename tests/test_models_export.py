@@ -322,7 +322,7 @@ def test_peer_face_model_is_run_as_fer_runs_it(tmp_path):
 
 
 def test_input_stage_projects_only_the_image_columns_and_exports(tmp_path):
-    from trainer.build import classifier_with_input_stage
+    from trainer.stages.classifiers import classifier_with_input_stage
 
     keras.utils.set_random_seed(0)
     n_image = 30                                   # FEATURES - n_image = audio + flag columns

@@ -16,7 +16,7 @@ from trainer.build import pipeline_config
 from trainer.cache import FeatureCache
 from trainer.data import Sample
 from trainer.features import mfcc_of, video_sequences
-from trainer.profiles import BuildOptions, with_profile
+from trainer.recipe import BuildOptions, Recipe
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trainer_side(quick_bundle):
     """What the trainer uses: the config from its build options and the ONNX files it exported."""
-    opts = with_profile(BuildOptions(data_dir=Path("."), out_dir=quick_bundle, profile="quick"))
+    opts = BuildOptions(data_dir=Path("."), out_dir=quick_bundle, recipe=Recipe.for_profile("quick"), profile="quick")
     manifest = json.loads((quick_bundle / "manifest.json").read_text())
     sessions = {r: open_session(quick_bundle / manifest["artifacts"][r]["file"], r)
                 for r in ("audio_encoder", "frame_encoder", "image_features")}

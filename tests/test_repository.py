@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
 
 
@@ -30,6 +32,32 @@ def test_trainer_help_documents_the_options():
 def test_trainer_tunables_parse_to_their_types():
     from trainer.cli import _parser
 
-    args = _parser().parse_args(["build", "--modality-dropout", "0.3", "--resnet-epochs", "2"])
+    args = _parser().parse_args(["build", "--out", "x", "--modality-dropout", "0.3", "--resnet-epochs", "2",
+                                 "--fp16-backbone", "false", "--corpora", "ravdess", "tess"])
     assert args.modality_dropout == 0.3 and args.resnet_epochs == 2 and isinstance(args.resnet_epochs, int)
+    assert args.fp16_backbone is False and args.corpora == ["ravdess", "tess"]
     assert args.seed is None  # not given: the profile decides
+
+
+def test_recipe_profiles_and_explicit_values():
+    from trainer.cli import _parser, options_from
+    from trainer.recipe import Recipe
+
+    quick = Recipe.for_profile("quick")
+    assert quick.corpora == ("ravdess", "fer2013", "cremad") and quick.ae_epochs == 3
+    assert Recipe.for_profile("full").ae_epochs == Recipe().ae_epochs
+    # A value given explicitly wins over the profile's (it used to be overwritten by it).
+    opts = options_from(_parser().parse_args(["build", "--out", "x", "--profile", "quick", "--ae-epochs", "7"]))
+    assert opts.recipe.ae_epochs == 7 and opts.recipe.izoa_iterations == quick.izoa_iterations
+
+
+def test_build_refuses_to_replace_a_bundle_without_force(tmp_path):
+    from trainer.build import check_output
+    from trainer.recipe import BuildOptions
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{}")
+    with pytest.raises(SystemExit, match="--force"):
+        check_output(BuildOptions(data_dir=tmp_path, out_dir=tmp_path / "b"))
+    check_output(BuildOptions(data_dir=tmp_path, out_dir=tmp_path / "b", force=True))
+    check_output(BuildOptions(data_dir=tmp_path, out_dir=tmp_path / "new"))

@@ -48,12 +48,14 @@ class ExportResult:
     reference_scale: float = 0.0     # max |Keras output| on the parity inputs
     size_bytes: int = 0
 
-    def manifest_entry(self) -> dict[str, Any]:
-        """The artifact's fields for a bundle manifest (design §4)."""
-        return {"file": self.path.name, "sha256": self.sha256,
-                "input": {"name": self.input_name, "shape": list(self.input_shape)},
-                "output": {"name": self.output_name, "shape": list(self.output_shape)},
-                "parity_max_abs_diff": self.max_abs_diff, "fp16_weights": self.fp16_weights}
+    def artifact(self, **extra: Any) -> "Artifact":
+        """The artifact's entry in the bundle manifest (design §4)."""
+        from service.manifest import Artifact, TensorSpec
+
+        return Artifact(file=self.path.name, sha256=self.sha256, bytes=self.path.stat().st_size,
+                        input=TensorSpec(name=self.input_name, shape=list(self.input_shape)),
+                        output=TensorSpec(name=self.output_name, shape=list(self.output_shape)),
+                        parity_max_abs_diff=self.max_abs_diff, fp16_weights=self.fp16_weights, **extra)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

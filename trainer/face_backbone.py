@@ -37,6 +37,13 @@ def face_samples(data_dir: Path, corpora: Sequence[str] = FACE_CORPORA) -> dict[
     return out
 
 
+def ordered_faces(samples: Sequence[Sample]) -> list[Sample]:
+    """Face samples in the order `face_samples` gives (by corpus, then as loaded): the
+    checkpoint key of a background run and of a build must agree."""
+    rank = {c: i for i, c in enumerate(FACE_CORPORA)}
+    return sorted(samples, key=lambda s: rank.get(s.corpus, len(rank)))
+
+
 def load_faces(samples: Sequence[Sample], cfg: PipelineConfig, cache: FeatureCache, classes: list[str],
                label_set: str = "basic7") -> tuple[np.ndarray, np.ndarray]:
     """uint8 crops [n, s, s] through the pipeline's corpus-face path, and class indices; cached."""
@@ -64,9 +71,10 @@ def checkpoint_dir(cache_root: Path, recipe: FaceRecipe, classes: list[str], tra
 def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cache: FeatureCache,
                      cache_root: Path, recipe: FaceRecipe, classes: list[str], max_minutes: float | None = None):
     """(classifier, backbone, curve) of the face ResNet, trained or resumed from its checkpoint."""
-    tx, ty = load_faces(samples["train"], cfg, cache, classes)
-    vx, vy = load_faces(samples["val"], cfg, cache, classes)
-    where = checkpoint_dir(cache_root, recipe, classes, samples["train"], samples["val"])
+    train, val = ordered_faces(samples["train"]), ordered_faces(samples["val"])
+    tx, ty = load_faces(train, cfg, cache, classes)
+    vx, vy = load_faces(val, cfg, cache, classes)
+    where = checkpoint_dir(cache_root, recipe, classes, train, val)
     log.info("face backbone: %d training faces, %d validation faces, checkpoint %s", len(ty), len(vy), where)
     return train_face_backbone(tx, ty, vx, vy, len(classes), recipe, where, pixel_mean=cfg.pixel_mean,
                                pixel_std=cfg.pixel_std, max_minutes=max_minutes)

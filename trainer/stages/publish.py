@@ -1,0 +1,69 @@
+"""Stage `publish`: the typed manifest (service/manifest.py), metrics.json and report.md,
+then the staged bundle renamed into place (never over a bundle unless --force)."""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from service.manifest import FeatureLayout, FeatureMask, Manifest, Provenance
+
+from .. import __version__
+from ..export import ExportResult
+from ..report import write_report
+from . import BuildContext, log
+from .classifiers import Classifiers
+from .data import Corpora
+from .evaluation import Evaluation
+from .faces import FaceBackbone, FaceFeatures
+from .selection import Selection
+
+FUSION_TRAINING = ("pseudo-pairs: audio clips paired with face images of the same emotion from the same split "
+                   "(no audio-visual corpus available), plus real audio-visual clips when present")
+
+
+def _options(ctx: BuildContext) -> dict[str, Any]:
+    plain = {k: v for k, v in asdict(ctx.opts).items() if k != "recipe"}
+    plain.update(asdict(ctx.recipe))
+    return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in plain.items()}
+
+
+def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, ExportResult], backbone: FaceBackbone,
+                  faces: FaceFeatures, selection: Selection, clfs: Classifiers, ev: Evaluation) -> Manifest:
+    cfg = ctx.cfg
+    return Manifest(
+        name=ctx.opts.name, version=ctx.opts.version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        trainer_version=__version__, label_set=ctx.opts.label_set, classes=ctx.classes,
+        preprocessing=cfg.to_dict(),
+        features=FeatureLayout(step_dim=cfg.step_dim, steps=cfg.k_summary, layout=cfg.layout(),
+                               flags=list(cfg.flag_names)),
+        mask=FeatureMask(method="izoa", selected=selection.mask.tolist(), n_selected=int(len(selection.mask)),
+                         n_total=cfg.step_dim, fitness=selection.fitness, cv_error=selection.cv_error),
+        artifacts={role: e.artifact() for role, e in exports.items()},
+        metrics={"test": clfs.results, "face_backbone_test": backbone.test_metrics,
+                 "face_backbone_test_exported": faces.exported_test_metrics, "test_by_corpus": ev.by_corpus,
+                 "face_fer2013_public_test": backbone.fer_public_test, "selection": selection.comparison,
+                 "paper_protocol_leaky": ev.paper_protocol,
+                 "face_backbone": {"name": backbone.name, "learning_curve": backbone.learning_curve,
+                                   "ort_ms_per_face": backbone.ort_ms_per_face}},
+        report_figures=ev.figures,
+        provenance=Provenance(profile=ctx.opts.profile, data_dir=str(ctx.opts.data_dir),
+                              samples_per_split=corpora.counts,
+                              splits="speaker-independent: see trainer/splits.py", fusion_training=FUSION_TRAINING,
+                              options=_options(ctx), build_seconds=round(time.perf_counter() - ctx.started, 1)),
+    )
+
+
+def publish(ctx: BuildContext, manifest: Manifest) -> Path:
+    manifest.write(ctx.staging)
+    write_report(ctx.staging, manifest)
+    for file in ctx.staging.iterdir():
+        file.chmod(0o644)  # readable by a non-root service user (temp files start as 0600)
+    out = ctx.opts.out_dir
+    if out.exists():
+        shutil.rmtree(out)
+    ctx.staging.rename(out)
+    log.info("bundle written to %s in %.0f s", out, time.perf_counter() - ctx.started)
+    return out
