@@ -19,11 +19,13 @@ from service.pipeline.config import PipelineConfig
 
 from .cache import FeatureCache
 from .data import LABEL_SETS, Sample, discover_corpora, load_corpus, map_label
-from .face_training import FaceRecipe, train_face_backbone
+from .face_training import FaceRecipe, _Checkpoint, train_face_backbone
 from .splits import split_of
 
 log = logging.getLogger("trainer.face")
 FACE_CORPORA = ("fer2013", "ckplus")
+# Portable (fp16) checkpoints committed to resume a long schedule on a fresh clone, by key.
+COMMITTED = Path(__file__).resolve().parents[1] / "checkpoints" / "face_backbone"
 
 
 def face_samples(data_dir: Path, corpora: Sequence[str] = FACE_CORPORA) -> dict[str, list[Sample]]:
@@ -77,7 +79,8 @@ def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cach
     where = checkpoint_dir(cache_root, recipe, classes, train, val)
     log.info("face backbone: %d training faces, %d validation faces, checkpoint %s", len(ty), len(vy), where)
     return train_face_backbone(tx, ty, vx, vy, len(classes), recipe, where, pixel_mean=cfg.pixel_mean,
-                               pixel_std=cfg.pixel_std, max_minutes=max_minutes)
+                               pixel_std=cfg.pixel_std, max_minutes=max_minutes,
+                               seed_checkpoint=COMMITTED / f"{where.name}.npz")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,12 +91,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", type=Path, default=repo / ".cache")
     p.add_argument("--epochs", type=int, default=FaceRecipe.epochs)
     p.add_argument("--minutes", type=float, default=85.0, help="this run's time budget")
+    p.add_argument("--commit-checkpoint", action="store_true",
+                   help="write the current checkpoint, fp16, under checkpoints/face_backbone/ (to commit) and exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     recipe = FaceRecipe.for_this_cpu(epochs=args.epochs)
     cfg = PipelineConfig(image_size=recipe.image_size)
     classes = list(LABEL_SETS["basic7"])
     samples = face_samples(args.data)
+    if args.commit_checkpoint:
+        where = checkpoint_dir(args.cache, recipe, classes, ordered_faces(samples["train"]),
+                               ordered_faces(samples["val"]))
+        print(_Checkpoint(where).write_portable(COMMITTED / f"{where.name}.npz"))
+        return
     clf, _, curve = trained_backbone(samples, cfg, FeatureCache(args.cache / "features"), args.cache, recipe,
                                      classes, args.minutes)
     from .face_training import accuracy

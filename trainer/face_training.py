@@ -165,20 +165,38 @@ def _schedule(steps_per_epoch: int, recipe: FaceRecipe):
 
 
 class _Checkpoint:
-    """weights + optimizer variables + curve, in one npz written atomically."""
+    """weights + optimizer variables + curve, in one npz written atomically. `seed`: a portable
+    (fp16) copy of a checkpoint, committed to resume a schedule on a fresh clone, used when
+    the directory holds none."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, seed: Path | None = None):
         self.dir = Path(directory)
         self.file = self.dir / "state.npz"
+        self.seed = seed
 
     def load(self) -> dict[str, Any] | None:
-        if not self.file.is_file():
+        file = self.file if self.file.is_file() else self.seed if self.seed and self.seed.is_file() else None
+        if file is None:
             return None
-        with np.load(self.file, allow_pickle=False) as z:
+        if file == self.seed:
+            log.info("face backbone: resuming from the committed checkpoint %s", file)
+
+        def f32(a: np.ndarray) -> np.ndarray:
+            return a.astype(np.float32) if a.dtype == np.float16 else a
+
+        with np.load(file, allow_pickle=False) as z:
             n_w, n_o = int(z["n_weights"]), int(z["n_opt"])
-            return {"weights": [z[f"w{i:04d}"] for i in range(n_w)],
-                    "optimizer": [z[f"o{i:04d}"] for i in range(n_o)],
+            return {"weights": [f32(z[f"w{i:04d}"]) for i in range(n_w)],
+                    "optimizer": [f32(z[f"o{i:04d}"]) for i in range(n_o)],
                     "curve": json.loads(str(z["curve"])), "recipe": json.loads(str(z["recipe"]))}
+
+    def write_portable(self, out: Path) -> Path:
+        """This checkpoint with float32 arrays stored as float16 (half the bytes), for committing."""
+        with np.load(self.file, allow_pickle=False) as z:
+            arrays = {k: z[k].astype(np.float16) if z[k].dtype == np.float32 else z[k] for k in z.files}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out, **arrays)
+        return out
 
     def save(self, model, optimizer, curve: list[dict], recipe: FaceRecipe) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -212,7 +230,7 @@ def predict_faces(model, x: np.ndarray, pixel_mean: float, pixel_std: float, fli
 def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                         n_classes: int, recipe: FaceRecipe, checkpoint_dir: Path, *,
                         pixel_mean: float = 127.5, pixel_std: float = 127.5,
-                        max_minutes: float | None = None):
+                        max_minutes: float | None = None, seed_checkpoint: Path | None = None):
     """Train (or resume) the face ResNet; returns (classifier, backbone, curve), both models
     in float32 (the weights of a mixed-precision run copied into a float32 build, which is
     what gets exported). Raises TrainingPaused when `max_minutes` ends the run early."""
@@ -235,7 +253,7 @@ def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndar
                   metrics=["accuracy"])
     optimizer.build(model.trainable_variables)
 
-    ckpt = _Checkpoint(checkpoint_dir)
+    ckpt = _Checkpoint(checkpoint_dir, seed_checkpoint)
     state = ckpt.load()
     curve: list[dict] = []
     if state is not None:
