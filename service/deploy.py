@@ -77,6 +77,7 @@ async def _asgi_get(app, path: str) -> tuple[int, Any]:
 
 async def _check(app) -> dict[str, Any]:
     async with app.router.lifespan_context(app):
+        await app.state.model.wait()  # the bundle loads in the background
         ready_status, ready = await _asgi_get(app, "/readyz")
         models_status, models = await _asgi_get(app, "/v1/models")
     return {"ready": ready_status == 200 and models_status == 200, "readyz": ready, "models": models}
