@@ -62,8 +62,9 @@ class ModelState:
     async def wait(self) -> None:
         await self._done.wait()
 
-    def start(self, loader: Callable[[Settings], object] = load_and_warm) -> None:
+    def start(self, loader: Callable[[Settings], object] | None = None) -> None:
         """Load in a daemon thread (a server stopped mid-load does not wait for it)."""
+        loader = loader or load_and_warm
         loop = asyncio.get_running_loop()
         started = time.monotonic()
 
