@@ -34,13 +34,25 @@ def warm_up(bundle) -> None:
     bundle.classify(np.zeros((1, cfg.k_summary, cfg.step_dim), np.float32))
 
 
+def _import_pipeline() -> None:
+    from . import predictor  # noqa: F401  (OpenCV, scikit-learn, scipy: seconds on a small CPU)
+
+
 def load_and_warm(settings: Settings):
     from .bundle import REQUIRED_ROLES, load_bundle
-    from . import predictor  # noqa: F401  (the pipeline's imports: OpenCV, scikit-learn, scipy)
 
-    # Every artifact's hash is verified, but only the roles the service runs get a session:
-    # the baselines are there for the report, not for serving.
-    bundle = load_bundle(settings.model_dir, settings.providers, settings.ort_threads or None, roles=REQUIRED_ROLES)
+    # The pipeline's imports (Python, holding the GIL) overlap the ONNX sessions' creation
+    # (native code, releasing it).
+    importer = threading.Thread(target=_import_pipeline, name="pipeline-import", daemon=True)
+    importer.start()
+    try:
+        # Every artifact's hash is verified, but only the roles the service runs get a
+        # session: the baselines are there for the report, not for serving.
+        bundle = load_bundle(settings.model_dir, settings.providers, settings.ort_threads or None,
+                             roles=REQUIRED_ROLES)
+    finally:
+        importer.join()
+    _import_pipeline()  # re-raises here if the import failed in the thread
     warm_up(bundle)
     return bundle
 

@@ -33,3 +33,14 @@ def test_trainer_tunables_parse_to_their_types():
     args = _parser().parse_args(["build", "--modality-dropout", "0.3", "--resnet-epochs", "2"])
     assert args.modality_dropout == 0.3 and args.resnet_epochs == 2 and isinstance(args.resnet_epochs, int)
     assert args.seed is None  # not given: the profile decides
+
+
+def test_no_service_function_is_over_80_lines():
+    import ast
+
+    long = []
+    for path in (REPO_ROOT / "service").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name}")
+    assert not long, long
