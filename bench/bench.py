@@ -34,6 +34,7 @@ import psutil
 import clips as clipmod
 import peer
 from server import REPO, RssMonitor, Service, tree_cpu_seconds, wait_no_children
+from startup import measure_startup
 
 BENCH = Path(__file__).resolve().parent
 CLIENT_LEVELS = (2, 4, 8)
@@ -125,12 +126,12 @@ def predict_params(args) -> dict:
 
 def one_request(client: httpx.Client, svc: Service, payload, params: dict) -> dict:
     """One POST /predict, alone: wall time, and CPU seconds of the service's process tree."""
-    cpu0 = tree_cpu_seconds(svc.proc)
+    cpu0 = tree_cpu_seconds(svc.ps)
     t0 = time.perf_counter()
     r = client.post(svc.url + "/predict", files={"file": payload}, params=params)
     ms = (time.perf_counter() - t0) * 1000
-    wait_no_children(svc.proc)
-    cpu = tree_cpu_seconds(svc.proc) - cpu0
+    wait_no_children(svc.ps)
+    cpu = tree_cpu_seconds(svc.ps) - cpu0
     body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
     out = {"status": r.status_code, "ms": ms, "cpu_s": cpu, "file": payload[0]}
     if r.status_code == 200:
@@ -156,7 +157,7 @@ def measure_clip(clip: clipmod.Clip, args) -> dict:
     params = predict_params(args)
     with Service(Path(args.model_dir), args.env) as svc:
         ready_s = svc.wait_ready()
-        with httpx.Client(timeout=args.request_timeout) as client, RssMonitor(svc.proc) as mon:
+        with httpx.Client(timeout=args.request_timeout) as client, RssMonitor(svc.ps) as mon:
             first = one_request(client, svc, data[0], params)
             log(f"[{clip.name}] first request: {first['status']} in {first['ms']:.0f} ms")
             warm = []
@@ -303,6 +304,15 @@ def build_rows(res: dict) -> list[tuple[str, str, str, str, str]]:
         targets.append({"target": name, "clip": clip, "value": value, "ok": ok})
         return verdict(ok)
 
+    start = res.get("startup")
+    if start:
+        for kind in ("cold", "warm"):
+            r = start[kind]
+            rows.append((f"**start, {kind}**" if kind == "cold" else "**start, warm**",
+                         f"/readyz 503 / 200 after launch (median of {len(r['runs'])} fresh processes)",
+                         f"{r['answer_s_median']:.2f} s / {r['ready_s_median']:.2f} s", "≤ 2 s / ≤ 10 s",
+                         target(f"{kind} start", "-", r["ready_s_median"],
+                                r["answer_s_median"] <= 2 and r["ready_s_median"] <= 10)))
     for name, c in res["clips"].items():
         info, svc, floor, fer = c["clip"], c.get("service"), c.get("floor"), c.get("peer")
         head = f"**{name}**"
@@ -402,6 +412,8 @@ def meta(args) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     res: dict = {"meta": meta(args), "clips": {}}
+    log("start-up: cold and warm, fresh processes...")
+    res["startup"] = measure_startup(Path(args.model_dir), 3, args.env, log)
     clips = clipmod.prepare(args.clip_names, Path(args.cache), Path(args.data), log)
     if not clips:
         log("no clips to run")

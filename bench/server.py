@@ -4,77 +4,30 @@ sampled every ~20 ms, and user+system CPU seconds of the tree.
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from service.harness import ServiceProcess  # noqa: E402
 MB = 1024 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Service(ServiceProcess):
+    """The harness's `python -m service` (service/harness.py), with psutil's view of it."""
 
-
-class Service:
-    """`python -m service` on a free loopback port; logs go to a file (shown if it dies)."""
-
-    def __init__(self, model_dir: Path, env: dict[str, str] | None = None, python: str = sys.executable):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        fd, log = tempfile.mkstemp(prefix="bench-service-", suffix=".log")
-        os.close(fd)
-        self.log_path = Path(log)
-        self._log = open(self.log_path, "w")
-        self.started = time.perf_counter()
-        self.popen = subprocess.Popen(
-            [python, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), "--model-dir", str(model_dir)],
-            cwd=REPO, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT)
-        self.proc = psutil.Process(self.popen.pid)
+    def __init__(self, model_dir: Path | None, env: dict[str, str] | None = None, python: str = sys.executable,
+                 cwd: Path = REPO):
+        super().__init__(model_dir, env, python=python, cwd=cwd)
+        self.popen = self.proc
+        self.ps = psutil.Process(self.proc.pid)
 
     def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def wait_ready(self, timeout: float = 180.0) -> float:
-        """Seconds from spawn until GET /readyz answers 200."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"service exited with {self.popen.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return time.perf_counter() - self.started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"service not ready within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
-        self.log_path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "Service":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return self.logs()[-chars:]
 
 
 def descendants(pid: int) -> list[int]:

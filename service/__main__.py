@@ -1,4 +1,9 @@
-"""`python -m service [--host H] [--port P] [--model-dir DIR] [--check]`: start the API with uvicorn.
+"""`python -m service [--host H] [--port P] [--model-dir DIR] [--log-level L] [--check]`: start the API.
+
+Every option defaults to its setting (EMOTION_HOST, EMOTION_PORT, EMOTION_MODEL_DIR,
+EMOTION_LOG_LEVEL; README "Settings"). The server listens at once and loads the bundle in
+the background (/readyz: 503 until it is loaded and warmed up, then 200); a bundle that
+cannot be loaded stops the process with exit status 1.
 
 `--check` loads, verifies and warms up the bundle as the server would, prints the /readyz and
 /v1/models answers as JSON and exits (0: the service would turn ready); the images run it
@@ -8,42 +13,63 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import sys
-
-import uvicorn
 
 from .deploy import seed_numba_cache
 from .observability import configure_logging
-from .settings import Settings
+from .settings import Settings, missing_bundle_message
+
+log = logging.getLogger("service")
 
 
-def main(argv: list[str] | None = None) -> None:
-    defaults = Settings()
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    parser.add_argument("--host", default=defaults.host)
-    parser.add_argument("--port", type=int, default=defaults.port)
-    parser.add_argument("--model-dir", default=str(defaults.model_dir),
-                        help="bundle directory (env EMOTION_MODEL_DIR; default: the shipped bundle)")
-    parser.add_argument("--log-level", default=os.environ.get("EMOTION_LOG_LEVEL", "info"))
+def parse_settings(argv: list[str] | None) -> tuple[Settings, bool]:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", help="address to listen on (EMOTION_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (EMOTION_PORT; default 8000)")
+    parser.add_argument("--model-dir", help="bundle directory (EMOTION_MODEL_DIR; default: models/default)")
+    parser.add_argument("--log-level", help="critical, error, warning, info or debug (EMOTION_LOG_LEVEL)")
     parser.add_argument("--check", action="store_true",
                         help="start up without serving (load, verify, warm up), print /v1/models, exit")
     args = parser.parse_args(argv)
-    configure_logging(args.log_level, defaults.log_format)
-    settings = defaults.model_copy(update={"host": args.host, "port": args.port, "model_dir": args.model_dir})
-    # Before librosa's kernels are first needed (the app's warm-up): load them, don't compile.
+    given = {k: v for k, v in vars(args).items() if k != "check" and v is not None}
+    return Settings(**given), args.check  # options win over the environment
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings, check_only = parse_settings(argv)
+    configure_logging(settings.log_level, settings.log_format)
+    if not (settings.model_dir / "manifest.json").is_file():
+        log.error(missing_bundle_message(settings.model_dir))
+        sys.exit(2)
     seed_numba_cache(settings.numba_cache_seed)
-    if args.check:
+    if check_only:
         from .deploy import check
 
-        result = check(Settings.model_validate(settings.model_dump()))
+        result = check(settings)
         print(json.dumps(result), flush=True)  # one line, after the start-up's log lines
         sys.exit(0 if result["ready"] else 1)
+    sys.exit(serve(settings))
+
+
+def serve(settings: Settings) -> int:
+    """uvicorn on the app; 1 if the bundle could not be loaded (the server is stopped then)."""
+    import uvicorn
+
     from .app import create_app
 
+    app = create_app(settings)
     # Our middleware writes one structured line per request: uvicorn's access log would repeat it.
-    uvicorn.run(create_app(Settings.model_validate(settings.model_dump())), host=args.host, port=args.port,
-                log_level=args.log_level.lower(), access_log=False, log_config=None)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                                           access_log=False, log_config=None))
+
+    def stop(_: str) -> None:
+        server.should_exit = True
+
+    app.state.model.on_failure = stop
+    server.run()
+    return 1 if app.state.model.error else 0
 
 
 if __name__ == "__main__":

@@ -19,11 +19,11 @@ import numpy as np
 from .manifest import MANIFEST_FILE as MANIFEST
 from .manifest import SCHEMA_VERSION, Manifest, ManifestError
 from .pipeline.config import PipelineConfig
+from .settings import DEFAULT_PROVIDERS, missing_bundle_message
 
 __all__ = ["SCHEMA_VERSION", "MANIFEST", "Manifest", "Bundle", "BundleError", "load_bundle", "open_session"]
 # Roles the service needs; a bundle may carry more (e.g. the baselines).
 REQUIRED_ROLES = ("audio_encoder", "frame_encoder", "image_features", "classifier")
-DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 log = logging.getLogger("service.bundle")
 
@@ -134,8 +134,27 @@ class Bundle(EncoderSessions):
                 "available": list(_ort().get_available_providers()) if self.sessions else [],
                 "in_use": sorted({s.providers[0] for s in self.sessions.values()}),
             },
-            "metrics": m.metrics,
+            "metrics": headline_metrics(m.metrics),
+            "report": f"/v1/models/{m.name}/report",
         }
+
+    def report(self) -> dict[str, Any]:
+        """The whole evaluation report of the manifest (GET /v1/models/{name}/report)."""
+        m = self.manifest
+        return {"name": m.name, "version": m.version, "metrics": m.metrics,
+                "provenance": m.provenance.model_dump(mode="json")}
+
+
+_HEADLINE = ("n", "accuracy", "macro_f1", "uar")
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The served classifier's held-out figures per view (fused, audio, face, ...): n,
+    accuracy, macro-F1 and UAR, without confusion matrices and per-class tables."""
+    test = metrics.get("test") or {}
+    served = test.get("bilstm_sa") or next(iter(test.values()), {})
+    return {view: {k: v for k, v in figures.items() if k in _HEADLINE and isinstance(v, (int, float))}
+            for view, figures in served.items() if isinstance(figures, dict)}
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -144,6 +163,8 @@ def read_manifest(path: Path) -> Manifest:
 
 def _read_manifest(path: Path) -> tuple[Manifest, str]:
     """The typed manifest and the sha256 of the very bytes parsed."""
+    if not (path / MANIFEST).is_file():
+        raise BundleError(missing_bundle_message(path))
     try:
         manifest, sha = Manifest.read(path)
     except ManifestError as exc:

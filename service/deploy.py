@@ -5,10 +5,10 @@ without a socket, prints the /readyz and /v1/models answers (one JSON line, last
 non-zero unless the service would turn ready. The images run it at build time, so a broken image fails to build,
 and with NUMBA_CACHE_DIR pointing into the image it leaves librosa's compiled kernels there.
 
-At run time the root filesystem is read-only and numba only uses a cache directory it can
-write to, so `seed_numba_cache` copies that baked cache into the writable NUMBA_CACHE_DIR
-(a tmpfs) before anything is compiled: start-up loads kernels instead of compiling them
-(≈2 s instead of ≈15 s on a small CPU).
+`seed_numba_cache` copies a baked numba cache into the writable NUMBA_CACHE_DIR (a tmpfs) at
+start. It dates from when librosa's MFCC (numba-compiled, ≈15 s cold) was on the serving
+path; the service now computes its features with numpy/scipy, so there is nothing to compile
+and, in a newly built image, nothing to copy.
 """
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def seed_numba_cache(seed: Path | None, target: str | os.PathLike | None = None)
         return 0
     seed, target = Path(seed), Path(target)
     if not seed.is_dir():
-        log.warning("numba cache seed %s is not a directory: kernels will be compiled at start", seed)
+        # The serving path no longer compiles numba kernels (service/pipeline/audio.py), so an
+        # image built now leaves no cache to seed: nothing is lost.
+        log.debug("numba cache seed %s is not a directory: nothing to copy", seed)
         return 0
     if seed.resolve() == target.resolve():
         return 0
@@ -77,6 +79,7 @@ async def _asgi_get(app, path: str) -> tuple[int, Any]:
 
 async def _check(app) -> dict[str, Any]:
     async with app.router.lifespan_context(app):
+        await app.state.model.wait()  # the bundle loads in the background
         ready_status, ready = await _asgi_get(app, "/readyz")
         models_status, models = await _asgi_get(app, "/v1/models")
     return {"ready": ready_status == 200 and models_status == 200, "readyz": ready, "models": models}

@@ -1,11 +1,16 @@
 """JSON errors `{"error": {"code", "message", "request_id"}}` with the right status (design §5).
 
+`ERRORS` is the one table of error codes: every `ApiError` / `MediaError` the service raises
+uses a code from it, the OpenAPI document lists them per status on each route, and README
+"Errors" shows the same table (tests/test_contract.py compares all three).
+
 Every refusal is counted in `emotion_rejected{reason=<code>}`; nothing internal (trace,
 path, exception text) ever reaches the client, only the log.
 """
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,9 +18,27 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .observability import request_id
+from .pipeline.budget import CLIENT_GONE
 from .pipeline.errors import MediaError
 
 log = logging.getLogger("service")
+
+# code -> status. `cancelled` (499, the client went away) is never read by a client: it is in
+# logs and metrics only, so it is not part of the documented API.
+ERRORS: dict[str, int] = {
+    "empty_file": 400, "undecodable": 400, "no_usable_stream": 400, "no_duration": 400, "malformed_multipart": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "upload_timeout": 408,
+    "upload_too_large": 413, "too_long": 413, "resolution_too_large": 413, "too_many_frames": 413,
+    "not_multipart": 415, "unsupported_container": 415, "playlist_refused": 415,
+    "unexpected_fields": 422, "missing_file": 422, "invalid_parameters": 422,
+    "internal_error": 500,
+    "overloaded": 503, "not_ready": 503,
+    "processing_timeout": 504, "decode_timeout": 504,
+}
+UNDOCUMENTED = {"cancelled": CLIENT_GONE}
 
 
 class ApiError(Exception):
@@ -24,12 +47,26 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
+def codes_for(status: int) -> list[str]:
+    return [code for code, s in ERRORS.items() if s == status]
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route: each status with the error model and its codes."""
+    from .schemas import ErrorResponse
+
+    return {status: {"model": ErrorResponse,
+                     "description": "error codes: " + ", ".join(f"`{c}`" for c in codes_for(status))}
+            for status in statuses}
+
+
 def error_response(request: Request, status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None, count: bool = True) -> JSONResponse:
     metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
+    if metrics is not None and count:
         metrics.rejected.labels(code).inc()
-    log.info("refused", extra={"fields": {"status": status, "code": code}})
+    if count:
+        log.info("refused", extra={"fields": {"status": status, "code": code}})
     body = {"error": {"code": code, "message": message, "request_id": request_id.get()}}
     return JSONResponse(body, status_code=status, headers=headers)
 

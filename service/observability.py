@@ -89,13 +89,28 @@ class RequestContext:
                 await send_with_id({"type": "http.response.body", "body": body})
         finally:
             elapsed = time.perf_counter() - start
-            # The route template, never the raw path: unknown paths must not create label values.
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = _route_label(scope)
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)
             log.info("request", extra={"fields": {
                 "method": scope.get("method"), "route": route, "status": status,
                 "duration_ms": round(elapsed * 1000, 1)}})
+
+
+def _route_label(scope: dict) -> str:
+    """The route template, never the raw path: unknown paths must not create label values.
+    FastAPI's own routes set scope["route"]; Starlette routes (/docs, /openapi.json) do not,
+    so the app's routes are matched again for them."""
+    route = scope.get("route")
+    if route is None:
+        from starlette.routing import Match
+
+        app = scope.get("app")
+        for candidate in getattr(app, "routes", ()):
+            if candidate.matches(scope)[0] == Match.FULL:
+                route = candidate
+                break
+    return getattr(route, "path", "unmatched")
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,36 +1,61 @@
-"""One typed settings object, read from `EMOTION_*` environment variables (design §5)."""
+"""One typed settings object: everything the service reads from `EMOTION_*` environment
+variables (design §5). README "Settings" lists the same variables with the same defaults
+(tests/test_contract.py compares them)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .pipeline.config import MediaLimits
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
+# ONNX Runtime providers in order of preference: the one place this list is written.
+DEFAULT_PROVIDERS: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+# The shipped bundle, relative to the working directory (the repository root, or /app in
+# the images); a source checkout also finds it beside the package.
+DEFAULT_MODEL_DIR = Path("models") / "default"
+_CHECKOUT_MODEL_DIR = Path(__file__).resolve().parents[1] / DEFAULT_MODEL_DIR
+_LIMITS = MediaLimits()  # media-limit defaults are defined once, in the pipeline
+
+
+def default_model_dir() -> Path:
+    """`models/default` under the working directory, else beside a source checkout (an
+    editable install run from elsewhere), else the relative path: loading then fails with a
+    message naming EMOTION_MODEL_DIR (`missing_bundle_message`)."""
+    for candidate in (Path.cwd() / DEFAULT_MODEL_DIR, _CHECKOUT_MODEL_DIR):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    return DEFAULT_MODEL_DIR
+
+
+def missing_bundle_message(model_dir: Path) -> str:
+    return (f"no model bundle at {model_dir} (no manifest.json there): set EMOTION_MODEL_DIR "
+            f"(or --model-dir) to a bundle directory, or start from the repository root, where "
+            f"{DEFAULT_MODEL_DIR} is the shipped bundle")
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMOTION_", protected_namespaces=())
 
-    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="bundle directory (manifest.json + ONNX files)")
-    host: str = "127.0.0.1"
-    port: int = 8000
+    model_dir: Path = Field(default_factory=default_model_dir,
+                            description="bundle directory (manifest.json + ONNX files)")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
     providers: Annotated[list[str], NoDecode] = Field(
-        default=["CUDAExecutionProvider", "CPUExecutionProvider"], min_length=1,
+        default=list(DEFAULT_PROVIDERS), min_length=1,
         description="ONNX Runtime execution providers in order of preference, comma-separated or a JSON "
                     "list (unavailable ones are skipped; /v1/models shows the ones each session uses)",
     )
     ort_threads: int = Field(0, ge=0, description="intra-op threads per ONNX session; 0 = number of CPUs")
     max_upload_mb: float = Field(100.0, gt=0, description="largest accepted upload")
-    max_duration_s: float = Field(900.0, gt=0, description="longest accepted clip")
-    max_width: int = Field(3840, gt=0)
-    max_height: int = Field(2160, gt=0)
-    max_frames: int = Field(200_000, gt=0, description="frame count limit declared by the container")
-    decode_timeout_s: float = Field(60.0, gt=0, description="timeout of each ffprobe/ffmpeg child")
+    max_duration_s: float = Field(_LIMITS.max_duration_s, gt=0, description="longest accepted clip")
+    max_width: int = Field(_LIMITS.max_width, gt=0)
+    max_height: int = Field(_LIMITS.max_height, gt=0)
+    max_frames: int = Field(_LIMITS.max_frames, gt=0, description="frame count limit declared by the container")
+    decode_timeout_s: float = Field(_LIMITS.timeout_s, gt=0, description="timeout of each ffprobe/ffmpeg child")
     request_timeout_s: float = Field(120.0, gt=0, description="processing budget of one request -> 504")
     max_concurrency: int = Field(2, ge=1, description="requests processed at once")
     max_queue: int = Field(8, ge=0, description="requests waiting beyond those; more get 503")
@@ -41,11 +66,11 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated keys accepted for /predict in X-API-Key or Authorization: Bearer (empty: open)")
-    log_format: str = Field("json", pattern="^(json|text)$", description="json lines or plain text")
-
+    log_format: Literal["json", "text"] = Field("json", description="json lines or plain text")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
     numba_cache_seed: Path | None = Field(
-        None, description="read-only directory of precompiled numba kernels (the image's, made at build) "
-                          "copied into NUMBA_CACHE_DIR at start: no JIT compilation on a read-only root")
+        None, description="read-only directory of precompiled numba kernels copied into NUMBA_CACHE_DIR at "
+                          "start (the serving path no longer uses numba; kept for images that set it)")
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -63,6 +88,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @property
     def max_upload_bytes(self) -> int:

@@ -4,17 +4,36 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from service.harness import REPO_ROOT, ServiceProcess, free_port  # noqa: F401  (tests import them from here)
+
 DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+# The kind of each test file's tests (pyproject.toml registers the markers); unit otherwise.
+KINDS = {
+    "test_service": "integration", "test_service_ops": "integration", "test_hostile": "integration",
+    "test_contract": "integration", "test_startup": "integration",
+    "test_deployment": "deployment",
+}
+_KIND_MARKS = ("unit", "integration", "deployment")
+# Slow beyond the files and tests marked so in place: node ids starting with these (each
+# took over 10 s on the busy 2-core machine: TensorFlow training/export, IZOA/ZOA searches).
+SLOW = ("test_models_export.py::", "test_feature_selection.py::test_selection_keeps_informative_drops_noise")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(k) for k in _KIND_MARKS):
+            item.add_marker(KINDS.get(Path(str(item.fspath)).stem, "unit"))
+        if item.nodeid.split("/")[-1].startswith(SLOW) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 def corpus_dir(name: str) -> Path:
@@ -50,72 +69,17 @@ def quick_bundle(tmp_path_factory, data_dir) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python -m service` in a child process: a real uvicorn on 127.0.0.1."""
+class Server(ServiceProcess):
+    """`python -m service` in a child process (service/harness.py) with its own spool
+    directory (`tmp`), so tests can check that nothing is left in it."""
 
     def __init__(self, model_dir: Path, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tempfile.mkdtemp(prefix="svc-tmp-"))
-        full_env = {**os.environ, "EMOTION_TMP_DIR": str(self.tmp), **(env or {})}
-        # Logs go to a file (a pipe nobody reads would block the server once full).
-        self.log_path = Path(tempfile.mkstemp(prefix="svc-log-", suffix=".jsonl")[1])
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
-             "--model-dir", str(model_dir)],
-            cwd=REPO_ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
-
-    def logs(self) -> str:
-        return self.log_path.read_text()
-
-    def children(self) -> list[int]:
-        """Pids of the server's child processes (ffmpeg, ffprobe) right now."""
-        pids: list[int] = []
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
-            try:
-                pids += [int(p) for p in (task / "children").read_text().split()]
-            except OSError:
-                pass
-        return pids
-
-    def peak_rss_mb(self) -> float:
-        """High-water mark of the server process's resident memory (VmHWM)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("VmHWM not found")
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited early:\n{self.logs()[-4000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError("service did not become ready")
+        super().__init__(model_dir, {"EMOTION_TMP_DIR": str(self.tmp), **(env or {})})
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
+        super().stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.log_path.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -670,8 +670,9 @@ def test_service_runs_like_the_container_and_answers_a_real_clip():
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads(proc.stdout.strip().splitlines()[-1])["ready"] is True
-        seed = snapshot(image_root / "numba-cache")
-        assert seed, "the build step left no numba cache"
+        # The serving path no longer uses numba (service/pipeline/audio.py): nothing is compiled.
+        seed = snapshot(image_root / "numba-cache") if (image_root / "numba-cache").exists() else {}
+        assert seed == {}, "the service compiled numba kernels"
 
         # The container: the image read-only, a writable "tmpfs" (mode 1777 like /tmp).
         read_only_tree(image_root)
@@ -686,8 +687,8 @@ def test_service_runs_like_the_container_and_answers_a_real_clip():
                 status = Path(f"/proc/{srv.proc.pid}/status").read_text()
                 cap_eff = int(re.search(r"CapEff:\s*([0-9a-f]+)", status).group(1), 16)
                 assert not cap_eff & 0b1110, "the server can still override file permissions"
-            # Kernels came from the image's cache: copied into the tmpfs, nothing recompiled.
-            assert snapshot(Path(env["NUMBA_CACHE_DIR"])) == seed
+            cache = Path(env["NUMBA_CACHE_DIR"])
+            assert (snapshot(cache) if cache.exists() else {}) == seed  # nothing compiled at run time either
 
             model = httpx.get(srv.url + "/v1/models", timeout=10).json()["models"][0]
             assert model["manifest_sha256"] == hashlib.sha256((bundle / "manifest.json").read_bytes()).hexdigest()

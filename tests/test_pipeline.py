@@ -40,10 +40,17 @@ def test_probe_refuses_text_and_foreign_containers(tmp_path):
     with pytest.raises(media.MediaError) as e:
         media.probe(text, MediaLimits())
     assert e.value.status == 400
-    wav = make_video(tmp_path / "tone.wav", video=False, acodec="pcm_s16le")
+    aiff = make_video(tmp_path / "tone.aiff", video=False, acodec="pcm_s16be")
     with pytest.raises(media.MediaError) as e:
-        media.probe(wav, MediaLimits())
+        media.probe(aiff, MediaLimits())
     assert e.value.status == 415
+
+
+@pytest.mark.parametrize("name,acodec", [("a.wav", "pcm_s16le"), ("a.flac", "flac"), ("a.mp3", "libmp3lame"),
+                                         ("a.ogg", "libopus"), ("a.m4a", "aac")])
+def test_probe_accepts_audio_files(tmp_path, name, acodec):
+    info = media.probe(make_video(tmp_path / name, video=False, acodec=acodec), MediaLimits())
+    assert info.has_audio and not info.has_video and info.duration_s == pytest.approx(2.0, abs=0.1)
 
 
 def test_audio_is_16k_mono_and_frames_are_bounded(tmp_path):

@@ -61,3 +61,14 @@ def test_build_refuses_to_replace_a_bundle_without_force(tmp_path):
         check_output(BuildOptions(data_dir=tmp_path, out_dir=tmp_path / "b"))
     check_output(BuildOptions(data_dir=tmp_path, out_dir=tmp_path / "b", force=True))
     check_output(BuildOptions(data_dir=tmp_path, out_dir=tmp_path / "new"))
+
+
+def test_no_service_or_trainer_function_is_over_80_lines():
+    import ast
+
+    long = []
+    for path in [*(REPO_ROOT / "service").rglob("*.py"), *(REPO_ROOT / "trainer").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name}")
+    assert not long, long

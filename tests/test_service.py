@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import time
 
 import httpx
 import pytest
 
 from conftest import corpus_dir
 from media import make_video
+from service.schemas import PredictResponse
 
 pytestmark = pytest.mark.slow
 
@@ -18,6 +21,9 @@ def post(server, path, name="clip.mp4", content_type="video/mp4", route="/predic
 
 
 def check_prediction(body: dict, classes: list[str]) -> None:
+    typed = PredictResponse.model_validate(body)  # the documented model, and nothing beside it
+    assert set(body) <= set(PredictResponse.model_fields)
+    assert typed.model_dump(exclude_unset=True).keys() == body.keys()
     assert set(body["probabilities"]) == set(classes)
     assert math.isclose(sum(body["probabilities"].values()), 1.0, abs_tol=1e-6)
     assert all(0.0 <= p <= 1.0 for p in body["probabilities"].values())
@@ -109,6 +115,46 @@ def test_request_errors(server, tmp_path):
     assert empty.status_code == 400
     bad_param = httpx.post(server.url + "/predict?segment_s=abc", files={"file": ("a.mp4", b"x", "video/mp4")})
     assert bad_param.status_code == 422
+
+
+@pytest.fixture(scope="module")
+def speech_files(tmp_path_factory) -> dict[str, object]:
+    """One RAVDESS utterance as wav, flac, mp3 and ogg/opus (what users record with). A clip
+    the shipped model is sure of (strong anger): lossy coding (mp3's encoder delay and
+    low-pass) moves the features a little, which flips the label of clips near a tie."""
+    src = corpus_dir("ravdess") / "Actor_01" / "03-01-05-02-02-02-01.flac"
+    d = tmp_path_factory.mktemp("speech")
+    out = {}
+    for ext, codec in [("wav", "pcm_s16le"), ("flac", "flac"), ("mp3", "libmp3lame"), ("ogg", "libopus")]:
+        out[ext] = d / f"speech.{ext}"
+        lossy = ["-b:a", "192k"] if ext in ("mp3", "ogg") else []
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-c:a", codec, *lossy,
+                        str(out[ext])], check=True)
+    return out
+
+
+def test_voice_recordings_are_answered_from_audio(server, speech_files):
+    labels = {}
+    for ext, path in speech_files.items():
+        r = post(server, path, name=path.name, content_type="application/octet-stream")
+        assert r.status_code == 200, (ext, r.text)
+        body = r.json()
+        PredictResponse.model_validate(body)
+        assert body["modalities"] == {"audio": "used", "face": "missing"} and body["summary_frames"] == []
+        labels[ext] = body["label"]
+    assert len(set(labels.values())) == 1, labels  # the same speech, the same answer
+
+
+def test_a_twenty_minute_wav_is_refused_by_the_duration_limit(server, tmp_path):
+    wav = tmp_path / "long.wav"  # 20 min of 16 kHz mono 16-bit: 38 MB, under the upload limit
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
+                    "-t", "1200", "-c:a", "pcm_s16le", str(wav)], check=True)
+    rss = server.peak_rss_mb()
+    start = time.monotonic()
+    r = post(server, wav, name=wav.name, content_type="audio/wav")
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_long", r.text
+    assert time.monotonic() - start < 10
+    assert server.peak_rss_mb() < rss + 100  # refused by the probe gate before any decoding
 
 
 def test_no_temp_files_left(server):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import sha256_file  # one hash for trainer and service  # noqa: F401
+from service.bundle import open_session, sha256_file  # one hash and one session factory for trainer and service  # noqa: F401
 
 FP32_ATOL = 1e-4
 FP16_ATOL = 2e-2
@@ -186,15 +186,6 @@ def convert_weights_to_fp16(proto, min_elements: int = FP16_MIN_ELEMENTS) -> int
 
 # --------------------------------------------------------------------------- parity
 
-def ort_session(path: Path, threads: int = 1):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 def check_parity(reference: np.ndarray, candidate: np.ndarray, tolerance: float, *, what: str = "") -> float:
     """max |reference - candidate|; raise ParityError when shapes differ, a value is not
     finite, or the difference exceeds ``tolerance``."""
@@ -248,7 +239,8 @@ def export_onnx(model, path: Path, *, sample_inputs: np.ndarray, input_name: str
 
         reference = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)), dtype=np.float32)
         tolerance = default_tolerance(reference, fp16_weights) if atol is None else float(atol)
-        sess = ort_session(tmp)
+        # The service's session factory, on the CPU: parity is checked as the bundle will run.
+        sess = open_session(tmp, path.stem, ["CPUExecutionProvider"], threads=1).session
         candidate = sess.run([output_name], {input_name: x})[0]
         what = f"export of {getattr(model, 'name', 'model')} to {path.name}"
         diff = check_parity(reference, candidate, tolerance, what=what)

@@ -7,26 +7,94 @@ hop. Peak normalisation is applied afterwards, in the mel domain: the mel power 
 y / p is mel(y) / p², so any stretch of the track (the clip, or one timeline segment)
 is normalised by its own peak without decoding it again. The result matches
 `librosa.feature.mfcc(y / peak, center=True)` on the whole signal to float rounding.
+
+librosa itself is not imported here: importing it loads numba, and its first MFCC compiles
+kernels (seconds on a small CPU, ~15 s under load), which kept a fresh service from being
+ready quickly. The few pieces it supplied (mel filter bank, windowed STFT, power_to_db and
+the DCT) are written below with numpy/scipy, operation for operation as librosa 0.11 does
+them; tests/test_audio_features.py proves the features equal librosa's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
 
-import librosa
 import numpy as np
+import scipy.fft
+import scipy.signal
 
 from .config import PipelineConfig
 
 # Below this peak the track is treated as silent: normalising it would only amplify noise.
 SILENCE_PEAK = 1e-4
 _TOP_DB = 80.0            # librosa's power_to_db default, as its mfcc uses
+_AMIN = 1e-10             # librosa's power_to_db floor on power
 _CHUNK_FRAMES = 6000      # 60 s of frames per step of the MFCC computation
+
+
+# Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, log above; the
+# constants are computed as librosa computes them so every float rounds the same way.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = (_MIN_LOG_HZ - 0.0) / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float) -> float:
+    mel = (hz - 0.0) / _F_SP
+    return _MIN_LOG_MEL + np.log(hz / _MIN_LOG_HZ) / _LOGSTEP if hz >= _MIN_LOG_HZ else mel
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    freqs = 0.0 + _F_SP * mels
+    log_t = mels >= _MIN_LOG_MEL
+    freqs[log_t] = _MIN_LOG_HZ * np.exp(_LOGSTEP * (mels[log_t] - _MIN_LOG_MEL))
+    return freqs
 
 
 @lru_cache(maxsize=4)
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
+    """`librosa.filters.mel(sr, n_fft, n_mels)`: Slaney mel scale, Slaney area normalisation,
+    0 Hz to Nyquist, float32 [n_mels, 1 + n_fft // 2]."""
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(float(sample_rate) / 2), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    weights = np.zeros((n_mels, 1 + n_fft // 2), dtype=np.float32)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
+    return weights
+
+
+@lru_cache(maxsize=4)
+def _fft_window(n_fft: int, win_length: int) -> np.ndarray:
+    """librosa's STFT window: periodic Hann of `win_length`, zero-padded to `n_fft` centred,
+    float64 [n_fft, 1]."""
+    window = scipy.signal.get_window("hann", win_length, fftbins=True)
+    lpad = (n_fft - win_length) // 2
+    return np.pad(window, (lpad, n_fft - win_length - lpad))[:, np.newaxis]
+
+
+def _power_spectrum(y: np.ndarray, n_fft: int, hop_length: int, win_length: int) -> np.ndarray:
+    """|librosa.stft(y, center=False)|² as float32 [1 + n_fft // 2, n_frames]."""
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop_length].T
+    spec = scipy.fft.rfft(_fft_window(n_fft, win_length) * frames, axis=0).astype(np.complex64)
+    return np.abs(spec) ** 2
+
+
+def power_to_db(power: np.ndarray) -> np.ndarray:
+    """`librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=None)`."""
+    log_spec = 10.0 * np.log10(np.maximum(_AMIN, power))
+    log_spec -= 10.0 * np.log10(np.maximum(_AMIN, 1.0))  # in place: the dtype stays float32
+    return log_spec
+
+
+def mfcc_of_log_mel(log_mel: np.ndarray, n_mfcc: int) -> np.ndarray:
+    """`librosa.feature.mfcc(S=log_mel, n_mfcc)`: orthonormal DCT-II over the mel axis, no lifter."""
+    return scipy.fft.dct(log_mel, axis=-2, type=2, norm="ortho")[..., :n_mfcc, :]
 
 
 @dataclass
@@ -64,11 +132,11 @@ class AudioTrack:
             return np.zeros((0, cfg.n_mfcc), np.float32), np.zeros(0)
         peak = np.float32(self.peak)
         scale = peak * peak
-        floor_db = librosa.power_to_db(np.array([self.mel.max() / scale], np.float32))[0] - _TOP_DB
+        floor_db = power_to_db(np.array([self.mel.max() / scale], np.float32))[0] - _TOP_DB
         out = np.empty((len(self.mel), cfg.n_mfcc), np.float32)
         for a in range(0, len(self.mel), _CHUNK_FRAMES):
-            log_mel = librosa.power_to_db(self.mel[a:a + _CHUNK_FRAMES].T / scale, top_db=None)
-            out[a:a + _CHUNK_FRAMES] = librosa.feature.mfcc(S=np.maximum(log_mel, floor_db), n_mfcc=cfg.n_mfcc).T
+            log_mel = power_to_db(self.mel[a:a + _CHUNK_FRAMES].T / scale)
+            out[a:a + _CHUNK_FRAMES] = mfcc_of_log_mel(np.maximum(log_mel, floor_db), cfg.n_mfcc).T
         times = self.t0 + np.arange(len(self.mel)) * cfg.hop_length / cfg.sample_rate
         return out, times
 
@@ -106,9 +174,7 @@ class AudioAccumulator:
             return
         n = 1 + (len(self.pending) - cfg.n_fft) // cfg.hop_length
         used = (n - 1) * cfg.hop_length + cfg.n_fft
-        spec = librosa.stft(self.pending[:used], n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                            win_length=cfg.win_length, center=False)
-        power = np.abs(spec) ** 2
+        power = _power_spectrum(self.pending[:used], cfg.n_fft, cfg.hop_length, cfg.win_length)
         self.mel.append(np.ascontiguousarray((self.basis @ power).T, dtype=np.float32))
         self.pending = self.pending[n * cfg.hop_length:]
 
@@ -140,6 +206,6 @@ def mfcc_frames(signal: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, np
 
 
 def warm_up(cfg: PipelineConfig) -> None:
-    """librosa compiles its kernels with numba on first use (≈10 s cold): do it at start-up."""
+    """First call: builds the cached mel basis and window, and loads scipy's FFT plans."""
     t = np.arange(cfg.sample_rate, dtype=np.float32) / cfg.sample_rate
     mfcc_frames(np.sin(2 * np.pi * 220 * t), cfg)

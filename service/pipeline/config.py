@@ -87,18 +87,33 @@ class PipelineConfig:
 FLAG_NAMES = ("audio_present", "video_present", "face_detected")
 
 
+# Containers accepted from uploads: ffprobe's demuxer name -> the usual file extensions.
+# Joined by commas, the names are also ffmpeg's `-format_whitelist` (nested demuxers inherit
+# it). Video files give audio and faces; the audio-only ones are answered from the voice
+# alone (`modalities.face = "missing"`). README "Accepted files" lists the same table.
+VIDEO_FORMATS: dict[str, tuple[str, ...]] = {
+    "mov,mp4,m4a,3gp,3g2,mj2": ("mp4", "mov", "m4a"),
+    "matroska,webm": ("mkv", "webm"),
+    "avi": ("avi",),
+    "flv": ("flv",),
+}
+AUDIO_FORMATS: dict[str, tuple[str, ...]] = {
+    "wav": ("wav",),
+    "flac": ("flac",),
+    "mp3": ("mp3",),
+    "ogg": ("ogg", "opus", "oga"),
+}
+ACCEPTED_FORMATS: tuple[str, ...] = (*VIDEO_FORMATS, *AUDIO_FORMATS)
+
+
 @dataclass(frozen=True)
 class MediaLimits:
-    """Bounds on untrusted media, checked by the ffprobe gate before decoding."""
+    """Bounds on untrusted media, checked by the ffprobe gate before decoding. These
+    defaults are the service's defaults (service/settings.py reads them from here)."""
 
     max_duration_s: float = 900.0
     max_width: int = 3840
     max_height: int = 2160
     max_frames: int = 200_000
     timeout_s: float = 60.0
-    allowed_formats: tuple[str, ...] = (
-        "mov,mp4,m4a,3gp,3g2,mj2",
-        "matroska,webm",
-        "avi",
-        "flv",
-    )
+    allowed_formats: tuple[str, ...] = ACCEPTED_FORMATS

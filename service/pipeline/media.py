@@ -23,14 +23,14 @@ from typing import Iterator
 import numpy as np
 
 from .budget import Budget
-from .config import MediaLimits
+from .config import ACCEPTED_FORMATS, MediaLimits
 from .errors import MediaError
 
 __all__ = ["MediaError", "MediaInfo", "probe", "decode_audio", "stream_audio", "stream_frames", "frame_size"]
 
 # Demuxers accepted from uploads, as ffprobe names them; joined by commas they are also
 # ffmpeg's `-format_whitelist`. Trusted local corpora (wav, flac) are decoded with `formats=None`.
-DEMUXERS: tuple[str, ...] | None = MediaLimits().allowed_formats
+DEMUXERS: tuple[str, ...] | None = ACCEPTED_FORMATS
 # Byte patterns of files that make a demuxer open other files. The whitelist already stops
 # them; refusing them before ffprobe runs at all is the second wall.
 _PLAYLIST_MARKERS = (b"#EXTM3U", b"ffconcat version", b"<MPD")

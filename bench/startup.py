@@ -1,0 +1,74 @@
+"""Cold and warm start of `python -m service`: fresh processes, median of N each.
+
+    .venv/bin/python bench/startup.py [--runs 3] [--model-dir models/default]
+
+For each start: seconds from spawn until /readyz first answers at all (503 while the bundle
+loads: the server accepts connections at once) and until it answers 200 (bundle loaded,
+verified and warmed up). *Cold*: empty caches, as in a fresh virtualenv: Python's bytecode
+goes to a new empty PYTHONPYCACHEPREFIX (every module is compiled from source) and numba
+gets an empty NUMBA_CACHE_DIR. *Warm*: the same caches, filled by an earlier start. The
+operating system's file cache cannot be emptied without root; it is warm after the first run.
+Targets (issue 18): 503 within 2 s of launch, 200 within 10 s, cold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from server import REPO, Service
+
+
+def one_start(model_dir: Path | None, cache: Path, env: dict[str, str] | None = None) -> dict:
+    env = {**(env or {}), "PYTHONPYCACHEPREFIX": str(cache / "pycache"), "NUMBA_CACHE_DIR": str(cache / "numba")}
+    with Service(model_dir, env) as svc:
+        answered = svc.wait_listening(timeout=60)
+        ready = svc.wait_ready(timeout=180, interval=0.02)
+        cpu = svc.ps.cpu_times()
+    # CPU seconds the process spent until ready: unlike wall time, barely changed by other
+    # work on a shared machine (wall ~ CPU s when the machine is idle; less with 2 threads).
+    return {"answer_s": round(answered, 3), "ready_s": round(ready, 3), "cpu_s": round(cpu.user + cpu.system, 2),
+            "load_avg_1m": os.getloadavg()[0]}
+
+
+def measure_startup(model_dir: Path | None, runs: int = 3, env: dict[str, str] | None = None, log=print) -> dict:
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-start-") as tmp:
+        warm_cache = Path(tmp) / "warm"
+        one_start(model_dir, warm_cache, env)  # fills the warm cache
+        for kind in ("cold", "warm"):
+            starts = []
+            for i in range(runs):
+                cache = Path(tmp) / f"cold-{i}" if kind == "cold" else warm_cache
+                starts.append(one_start(model_dir, cache, env))
+                log(f"[start] {kind} {i + 1}/{runs}: answers after {starts[-1]['answer_s']:.2f} s, "
+                    f"ready after {starts[-1]['ready_s']:.2f} s, {starts[-1]['cpu_s']:.1f} CPU s "
+                    f"(load average {starts[-1]['load_avg_1m']:.1f})")
+            out[kind] = {"runs": starts,
+                         "answer_s_median": statistics.median(s["answer_s"] for s in starts),
+                         "ready_s_median": statistics.median(s["ready_s"] for s in starts),
+                         "cpu_s_median": statistics.median(s["cpu_s"] for s in starts)}
+    out["load_avg"] = os.getloadavg()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--model-dir", default=str(REPO / "models" / "default"))
+    args = ap.parse_args(argv)
+    res = measure_startup(Path(args.model_dir), args.runs, log=lambda m: print(m, file=sys.stderr))
+    for kind in ("cold", "warm"):
+        r = res[kind]
+        print(f"{kind}: /readyz answers (503) after {r['answer_s_median']:.2f} s, 200 after "
+              f"{r['ready_s_median']:.2f} s, {r['cpu_s_median']:.1f} CPU s (median of {len(r['runs'])} fresh processes)")
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
