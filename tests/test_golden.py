@@ -10,7 +10,7 @@ from conftest import corpus_dir
 from golden import DEFAULT_BUNDLE, GOLDEN, compute
 
 
-@pytest.mark.integration
+@pytest.mark.slow
 def test_shipped_bundle_answers_cremad_clips_as_recorded():
     clips = corpus_dir("cremad_av")
     expected = json.loads(GOLDEN.read_text())
