@@ -19,6 +19,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from . import __version__
 from .bundle import REQUIRED_ROLES, Bundle, load_bundle
+from .demo import mount_demo
 from .errors import ApiError, install_error_handlers
 from .observability import Metrics, RequestContext
 from .pipeline import audio, extract
@@ -209,4 +210,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_api_route(path, predict, methods=["POST"], openapi_extra=_UPLOAD_SCHEMA,
                           dependencies=[Depends(api_key_check(settings))],
                           summary="Emotion probabilities for an uploaded video")
+    mount_demo(app)  # the demo page at / (service/static)
     return app
