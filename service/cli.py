@@ -186,9 +186,18 @@ def _format_of(out: str | None, given: str | None) -> str:
     return "jsonl"
 
 
+def _peak_rss_mb() -> float:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def _summary(ok: int, failures: Counter, skipped: int, seconds: float, interrupted: bool, out: str | None) -> str:
     done = ok + sum(failures.values())
     rate = f", {done / seconds:.2f} files/s" if seconds > 0 and done else ""
+    rate += f", peak RSS {_peak_rss_mb():.0f} MB" if _peak_rss_mb() else ""
     lines = [f"{'interrupted: ' if interrupted else ''}{done} files in {seconds:.1f} s{rate}: "
              f"{ok} answered, {sum(failures.values())} failed"
              + (f", {skipped} skipped (already in {out})" if skipped else "")]

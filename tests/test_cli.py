@@ -1,6 +1,7 @@
 """`emotion-av predict` and the Python API: the same answers and error codes as POST /predict."""
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -8,8 +9,10 @@ import pty
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 import tomllib
@@ -55,6 +58,7 @@ def test_folder_of_real_clips_equals_post_predict(server, quick_bundle, tmp_path
     folder = corpus_dir("cremad_av")
     out = tmp_path / "r.jsonl"
     master, slave = pty.openpty()  # stderr is a terminal: the progress bar shows
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
     proc = subprocess.Popen([*cli_command(), "predict", str(folder), "--out", str(out),
                              "--model-dir", str(quick_bundle)],
                             cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
