@@ -247,7 +247,9 @@
     video.srcObject = stream;
     video.hidden = false;
     video.play().catch(() => {});
-    const type = ["video/webm;codecs=vp8,opus", "video/webm", "video/mp4"].find((t) => MediaRecorder.isTypeSupported(t));
+    // MP4 first: Chromium's WebM recordings carry no duration, which the service's probe
+    // refuses (no_duration); its MP4 ones (VP9 + Opus) have one. WebM where MP4 is not offered.
+    const type = ["video/mp4", "video/webm;codecs=vp8,opus", "video/webm"].find((t) => MediaRecorder.isTypeSupported(t));
     recorder = new MediaRecorder(stream, type ? { mimeType: type } : {});
     const chunks = [];
     const seconds = Number($("record-seconds").value);
