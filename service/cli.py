@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -160,9 +159,7 @@ def open_output(out: str | None, fmt: str, classes: list[str], timeline: bool, r
     kind = JsonlWriter if fmt == "jsonl" else CsvWriter
     done: set[bytes] = set()
     if out is None:
-        stdout = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", line_buffering=True, write_through=True) \
-            if hasattr(sys.stdout, "buffer") else sys.stdout
-        return kind(stdout, classes, timeline), None, done
+        return kind(sys.stdout, classes, timeline), None, done  # each line flushed
     path = Path(out)
     exists = path.is_file() and path.stat().st_size > 0
     if exists and not (resume or force):

@@ -240,3 +240,32 @@ def test_ctrl_c_leaves_a_valid_file_and_resume_finishes(quick_bundle, mixed_fold
     rc = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=900)
     assert rc.returncode == 0, rc.stderr[-2000:]
     _check_mixed(read_jsonl(out), sub)
+
+
+def test_no_tensorflow_in_the_cli_process():
+    code = ("import sys, service.api, service.cli, service.demo; "
+            "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]; sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0
+
+
+def test_walk_is_recursive_by_extension_and_sorted(tmp_path):
+    from service.cli import walk
+
+    for name in ("b/2.MP4", "b/1.wav", "a/x.flv", "a/deep/er/y.webm", "notes.txt", "a/z.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    got = [os.path.relpath(p, tmp_path) for p in walk([str(tmp_path), str(tmp_path / "notes.txt")],
+                                                      ["mp4", "flv", "webm", "wav"])]
+    assert got == ["a/x.flv", "a/deep/er/y.webm", "b/1.wav", "b/2.MP4", "notes.txt"]  # a file given is taken
+
+
+def test_repair_tail_cuts_a_half_written_line(tmp_path):
+    from service.cli import _repair_tail
+
+    out = tmp_path / "r.jsonl"
+    out.write_text('{"path": "a"}\n{"path": "b"}\n{"pa')
+    _repair_tail(out)
+    assert out.read_text() == '{"path": "a"}\n{"path": "b"}\n'
+    out.write_text('{"pa')
+    _repair_tail(out)
+    assert out.read_text() == ""
