@@ -2,7 +2,7 @@
 # Install everything the project needs: system packages (ffmpeg; python3 + venv where they
 # are missing) from Debian/Ubuntu, then .venv with the Python package and the given extras.
 #   scripts/install.sh                 # the service on CPU
-#   scripts/install.sh cpu,train,dev   # + trainer and tests (what CI runs)
+#   scripts/install.sh cpu,train,dev   # + trainer and tests (what CI runs; dev adds Debian's chromium)
 #   scripts/install.sh gpu             # the service with onnxruntime-gpu
 # The same script is what CI and the Docker images run; the images split it in two steps:
 #   scripts/install.sh --system                    # only the system packages (runtime stage)
@@ -43,6 +43,15 @@ if [[ " $steps " == *" system "* ]]; then
   fi
   if ! "$python" -c "import ensurepip, venv" >/dev/null 2>&1; then
     packages+=(python3 python3-venv)  # e.g. the CUDA base images ship no Python
+  fi
+  # The dev extra's browser test (tests/test_demo_page.py) drives Debian's Chromium through
+  # its chromedriver: both from apt, never a browser download. Elsewhere the test skips.
+  if [[ ",$extras," == *",dev,"* ]] && { ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; }; then
+    if command -v apt-get >/dev/null; then
+      packages+=(chromium chromium-driver)
+    else
+      echo "note: chromium + chromedriver not installed: the browser test will skip" >&2
+    fi
   fi
   if [ ${#packages[@]} -gt 0 ]; then
     apt_install "${packages[@]}"

@@ -9,6 +9,7 @@ from . import __version__
 from .errors import install_error_handlers
 from .gate import Gate
 from .lifecycle import ModelState
+from .demo import mount_demo
 from .observability import Metrics, RequestContext
 from .routes import router
 from .settings import Settings
@@ -36,4 +37,5 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> FastAP
     app.add_middleware(RequestContext, metrics=metrics)
     install_error_handlers(app)
     app.include_router(router)
+    mount_demo(app)  # the demo page at / (service/static)
     return app
