@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
+from .pipeline import fusion
 from .pipeline.budget import Budget
 from .pipeline.config import MediaLimits
 from .pipeline.extract import ClipFeatures, DecodedClip, ImageFeatures, clip_features, decode_clip, probe
@@ -31,6 +32,23 @@ def _modalities(feats: ClipFeatures, clip: DecodedClip) -> dict[str, str]:
     return {"audio": audio, "face": face}
 
 
+def _by_modality(bundle: Bundle, feats: ClipFeatures, fused: np.ndarray) -> dict[str, Any]:
+    """Each present modality's own probabilities: the classifier on the sequence with the
+    other modality removed (the views it was trained on), so a user sees which signal drove
+    the answer. With one modality present, its view is the fused answer itself."""
+    present = {"audio": feats.audio_used, "face": feats.video_used and bool(feats.face_detected.any())}
+    out: dict[str, Any] = {m: None for m in present}
+    if all(present.values()):
+        views = np.stack([fusion.modality_view(feats.sequence, bundle.config, m) for m in present])
+        for m, probs in zip(present, bundle.classify(views)):
+            out[m] = _probabilities(bundle.classes, probs)
+    else:
+        for m, here in present.items():
+            if here:
+                out[m] = _probabilities(bundle.classes, fused)
+    return out
+
+
 def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: bool | None = None,
                  timeline_after_s: float = 30.0, segment_s: float = 10.0, budget: Budget | None = None,
                  timer: StageTimer | None = None) -> dict[str, Any]:
@@ -46,9 +64,11 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
     feats = clip_features(clip, cfg, bundle, timer, images)
     with timer.stage("classify"):
         probs = bundle.classify(feats.sequence[None])[0]
+        by_modality = _by_modality(bundle, feats, probs)
     result: dict[str, Any] = {
         "label": bundle.classes[int(np.argmax(probs))],
         "probabilities": _probabilities(bundle.classes, probs),
+        "probabilities_by_modality": by_modality,
         "modalities": _modalities(feats, clip),
         "summary_frames": [
             {"t": round(float(t), 3), "face_detected": bool(d)}

@@ -55,3 +55,21 @@ def build_sequence(cfg: PipelineConfig, image_features: np.ndarray | None, face_
 def step_times(duration_s: float, k: int) -> np.ndarray:
     """K evenly spread times (interval centres): the clock of a clip without video frames."""
     return (np.arange(k) + 0.5) * duration_s / k
+
+
+def modality_view(sequence: np.ndarray, cfg: PipelineConfig, keep: str) -> np.ndarray:
+    """The same fusion sequence with one modality removed, as training shows it (modality
+    dropout): `keep="audio"` zeroes the image block and clears the video/face flags,
+    `keep="face"` zeroes the audio statistics and clears the audio flag."""
+    lay = cfg.layout()
+    out = np.array(sequence, np.float32, copy=True)
+    flags = lay["flags"][0]
+    if keep == "audio":
+        out[..., lay["image"][0]:lay["image"][1]] = 0.0
+        out[..., flags + 1:flags + 3] = 0.0
+    elif keep == "face":
+        out[..., lay["audio_mean"][0]:lay["audio_std"][1]] = 0.0
+        out[..., flags] = 0.0
+    else:
+        raise ValueError(f"keep must be 'audio' or 'face', not {keep!r}")
+    return out

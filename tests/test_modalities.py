@@ -1,0 +1,56 @@
+"""Per-modality answers (issue 17): beside the fused probabilities, each present modality's
+own, from the classifier on the sequence with the other modality removed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, corpus_dir
+from media import make_video
+from service.bundle import load_bundle
+from service.pipeline import fusion
+from service.pipeline.config import MediaLimits, PipelineConfig
+from service.predictor import predict_file
+from service.schemas import PredictResponse
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle(REPO_ROOT / "models" / "default", ["CPUExecutionProvider"], threads=1)
+
+
+def test_modality_view_removes_exactly_one_modality():
+    cfg = PipelineConfig(image_feature_dim=6, audio_code_dim=2)
+    seq = np.arange(2 * cfg.step_dim, dtype=np.float32).reshape(2, cfg.step_dim) + 1
+    lay = cfg.layout()
+    audio = fusion.modality_view(seq, cfg, "audio")
+    assert not audio[:, slice(*lay["image"])].any()
+    np.testing.assert_array_equal(audio[:, lay["audio_mean"][0]:lay["audio_std"][1]],
+                                  seq[:, lay["audio_mean"][0]:lay["audio_std"][1]])
+    assert audio[:, lay["flags"][0]].all() and not audio[:, lay["flags"][0] + 1:].any()
+    face = fusion.modality_view(seq, cfg, "face")
+    np.testing.assert_array_equal(face[:, slice(*lay["image"])], seq[:, slice(*lay["image"])])
+    assert not face[:, lay["audio_mean"][0]:lay["audio_std"][1]].any() and not face[:, lay["flags"][0]].any()
+    with pytest.raises(ValueError):
+        fusion.modality_view(seq, cfg, "both")
+
+
+@pytest.mark.slow
+def test_audio_visual_clip_has_both_modalities_answers(bundle):
+    result = predict_file(bundle, corpus_dir("cremad_av") / "1001_DFA_HAP_XX.flv", MediaLimits())
+    PredictResponse.model_validate(result)
+    by = result["probabilities_by_modality"]
+    assert set(by) == {"audio", "face"}
+    for probs in by.values():
+        assert probs is not None and list(probs) == bundle.classes and sum(probs.values()) == pytest.approx(1)
+    assert by["audio"] != by["face"]
+
+
+@pytest.mark.slow
+def test_audio_only_file_answers_audio_alone(bundle, tmp_path: Path):
+    clip = make_video(tmp_path / "speech.m4a", video=False, seconds=2)
+    result = predict_file(bundle, clip, MediaLimits())
+    by = result["probabilities_by_modality"]
+    assert by["face"] is None and by["audio"] == result["probabilities"]
