@@ -57,9 +57,12 @@ def protocol(name: str) -> list[tuple[set[str], set[str]]]:
     return [(pool - g, g) for g in groups]
 
 
+TESS_EVERY = 4  # TESS files used: every 4th (700 of 2800, all emotions, both voices): CPU time
+
+
 def load(data: Path = DATA) -> tuple[list[Sample], list[Sample]]:
     rav = sorted(load_ravdess(data / "ravdess"), key=lambda s: str(s.path))
-    tess = sorted(load_tess(data / "tess"), key=lambda s: str(s.path))
+    tess = sorted(load_tess(data / "tess"), key=lambda s: str(s.path))[::TESS_EVERY]
     return rav, tess
 
 
@@ -71,13 +74,13 @@ def labels(samples: list[Sample]) -> np.ndarray:
     return np.array([BASIC7.index(s.label) for s in samples])
 
 
-def extract(data: Path, cache_dir: Path) -> dict[str, list[AudioFrames]]:
+def extract(data: Path, cache_dir: Path, names: tuple[str, ...] = tuple(CONFIGS)) -> dict[str, list[AudioFrames]]:
     rav, tess = load(data)
     samples = rav + tess
     t = time.time()
-    per_cfg = all_frame_features(samples, list(CONFIGS.values()), FeatureCache(cache_dir))
+    per_cfg = all_frame_features(samples, [CONFIGS[n] for n in names], FeatureCache(cache_dir))
     print(f"{len(samples)} files, {time.time() - t:.0f} s", file=sys.stderr)
-    return dict(zip(CONFIGS, per_cfg))
+    return dict(zip(names, per_cfg))
 
 
 # ----------------------------------------------------------------------------- probes
@@ -157,7 +160,8 @@ def run_table(data: Path, cache_dir: Path, out: Path, only: str | None = None) -
     `out`/audio_table.json and resumed."""
     cache = FeatureCache(cache_dir)
     rav, tess = load(data)
-    feats = extract(data, cache_dir)
+    needed = tuple(sorted({v["cfg"] for v in variants() if not only or only in v["key"]}))
+    feats = extract(data, cache_dir, needed)
     n_rav = len(rav)
     y = labels(rav + tess)
     actors = np.array([actor(s) for s in rav] + ["tess"] * len(tess))
@@ -234,6 +238,72 @@ def format_row(row: dict) -> str:
             f"{h['acc']:.3f} / {h['uar']:.3f} | {'' if t is None else f'{t:.3f}'} |")
 
 
+def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", code: int = 64,
+             stats: tuple[str, ...] = STATS5, with_tess: bool = True) -> dict:
+    """The final figure through ONNX files: per split of `folds5` and `heldout`, an audio
+    encoder trained on the training side's frames (RAVDESS training actors + TESS),
+    exported with `export_onnx`; codes from ONNX Runtime; speech-gated utterance
+    statistics (the pipeline's `utterance_stats`); the utterance classifier exported with
+    `export_onnx` and run by ONNX Runtime. The SVM on the same ONNX codes is reported beside."""
+    from .audio_features import train_audio_encoder, train_utterance_classifier
+    from .export import export_onnx, ort_session
+
+    rav, tess = load(data)
+    feats = extract(data, cache_dir, (cfg_name,))[cfg_name]
+    cfg = replace(CONFIGS[cfg_name], audio_code_dim=code, speech_gate_db=GATE_DB,
+                  audio_utterance_stats=",".join(stats))
+    y = labels(rav + tess)
+    actors = np.array([actor(s) for s in rav] + ["tess"] * len(tess))
+    tess_test = np.array([False] * len(rav) + [split_of(s) == "test" for s in tess])
+    art = out / "audio_onnx"
+    res: dict = {"config": cfg.to_dict(), "splits": {}}
+    allf = np.concatenate([f.features for f in feats])
+    bounds = np.cumsum([0] + [len(f.features) for f in feats])
+    for pname in ("folds5", "heldout"):
+        for i, (train_a, test_a) in enumerate(protocol(pname)):
+            t0 = time.time()
+            tr_frames = np.isin(actors, sorted(train_a)) | (actors == "tess")
+            rows = np.concatenate([feats[j].features for j in np.flatnonzero(tr_frames) if len(feats[j].features)])
+            enc = train_audio_encoder(rows, cfg)
+            name = f"{pname}{i}"
+            e = export_onnx(enc, art / f"{name}_audio_encoder.onnx", sample_inputs=rows[:256],
+                            input_name="frames", output_name="code")
+            sess = ort_session(e.path, threads=2)
+            codes = np.concatenate([sess.run(["code"], {"frames": allf[a:a + 20000]})[0]
+                                    for a in range(0, len(allf), 20000)])
+            per_clip = [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            x = np.stack([utterance_vector_gated(c, f, cfg) for c, f in zip(per_clip, feats)])
+            tr = np.isin(actors, sorted(train_a)) | ((actors == "tess") & with_tess & ~tess_test)
+            te = np.isin(actors, sorted(test_a))
+            clf = train_utterance_classifier(x[tr], y[tr], len(BASIC7))
+            c = export_onnx(clf, art / f"{name}_audio_classifier.onnx", sample_inputs=x[tr][:64],
+                            input_name="utterance", output_name="probs")
+            probs = ort_session(c.path).run(["probs"], {"utterance": x[te].astype(np.float32)})[0]
+            entry = {"test_actors": sorted(test_a), "onnx_mlp": scores(y[te], probs.argmax(1)),
+                     "svm_on_onnx_codes": scores(y[te], svm_fit_predict(x[tr], y[tr], x[te], 10.0)),
+                     "encoder_parity": e.max_abs_diff, "classifier_parity": c.max_abs_diff,
+                     "seconds": round(time.time() - t0, 1)}
+            if pname == "heldout":
+                from sklearn.metrics import confusion_matrix
+                entry["confusion"] = confusion_matrix(y[te], probs.argmax(1), labels=range(len(BASIC7))).tolist()
+                tp = ort_session(c.path).run(["probs"], {"utterance": x[tess_test].astype(np.float32)})[0]
+                entry["tess_test_words"] = scores(y[tess_test], tp.argmax(1))
+            res["splits"][name] = entry
+            print(name, json.dumps({k: v for k, v in entry.items() if k != "confusion"}), file=sys.stderr, flush=True)
+    f5 = [v for k, v in res["splits"].items() if k.startswith("folds5")]
+    for m in ("onnx_mlp", "svm_on_onnx_codes"):
+        res[f"folds5_{m}"] = {k: [float(np.mean([f[m][k] for f in f5])), float(np.std([f[m][k] for f in f5]))]
+                              for k in ("acc", "uar", "f1")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"audio_onnx_{cfg_name}_{code}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def utterance_vector_gated(codes: np.ndarray, frames: AudioFrames, cfg: PipelineConfig) -> np.ndarray:
+    from .audio_features import utterance_vector
+    return utterance_vector(codes, frames.active(cfg), cfg)
+
+
 TABLE_HEAD = ("| utterance features | +TESS | C (select) | RAVDESS 5 folds acc | UAR | held-out 17-20 acc / UAR "
               "| TESS test words acc |\n|---|---|---|---|---|---|---|")
 
@@ -245,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--only", default=None, help="run the variants whose key contains this")
+    ap.add_argument("--cfg", default="rich", choices=sorted(CONFIGS))
+    ap.add_argument("--code", type=int, default=64)
     args = ap.parse_args(argv)
     if args.command == "extract":
         extract(args.data, args.cache)
@@ -253,6 +325,10 @@ def main(argv: list[str] | None = None) -> None:
         print(TABLE_HEAD)
         for row in results.values():
             print(format_row(row))
+    elif args.command == "onnx":
+        res = run_onnx(args.data, args.cache, args.out, args.cfg, args.code)
+        for m in ("onnx_mlp", "svm_on_onnx_codes"):
+            print(m, res[f"folds5_{m}"], res["splits"]["heldout0"][m])
 
 
 if __name__ == "__main__":

@@ -161,3 +161,30 @@ def utterance_vector(codes: np.ndarray, active: np.ndarray, cfg: PipelineConfig)
     """Per-utterance side input: `cfg.utterance_stats` of the codes over speech-active frames
     (float32 [cfg.utterance_dim]); zeros for a clip without usable audio."""
     return audio_frames.utterance_stats(codes, active, cfg.utterance_stats)
+
+
+def train_utterance_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, *, hidden: int = 256,
+                               dropout: float = 0.4, epochs: int = 60, seed: int = 0, noise: float = 0.1):
+    """Audio-only classifier on the per-utterance side input (float32 [n, utterance_dim]):
+    standardisation (training statistics, inside the model) -> Gaussian noise -> dense
+    ReLU -> dropout -> softmax; class-balanced. Returns the compiled, trained Keras model,
+    ready for `export.export_onnx(..., input_name="utterance", output_name="probs")`."""
+    import keras
+    from keras import layers
+
+    from .models.standardise import standardiser
+
+    keras.utils.set_random_seed(seed)
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    weights = {i: float(len(y) / (n_classes * c)) if c else 0.0 for i, c in enumerate(counts)}
+    inp = keras.Input(shape=(x.shape[1],), dtype="float32", name="utterance")
+    h = standardiser(x)(inp)
+    h = layers.GaussianNoise(noise)(h)
+    h = layers.Dropout(0.2)(h)
+    h = layers.Dense(hidden, activation="relu", kernel_regularizer=keras.regularizers.l2(1e-4))(h)
+    h = layers.Dropout(dropout)(h)
+    out = layers.Dense(n_classes, activation="softmax")(h)
+    model = keras.Model(inp, out, name="audio_utterance_classifier")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x.astype(np.float32), y, epochs=epochs, batch_size=64, shuffle=True, verbose=0, class_weight=weights)
+    return model
