@@ -107,9 +107,9 @@ class AudioTrack:
 
 def audio_dim(cfg: PipelineConfig) -> int:
     """Width of a frame of the autoencoder's input under `cfg`."""
-    if cfg.audio_features == "mfcc":
-        return cfg.n_mfcc
-    return 2 * (cfg.n_mels + len(audio_frames.SCALAR_NAMES))
+    assert cfg.audio_frame_dim == (cfg.n_mfcc if cfg.audio_features == "mfcc"
+                                   else 2 * (cfg.n_mels + len(audio_frames.SCALAR_NAMES)))
+    return cfg.audio_frame_dim
 
 
 class AudioAccumulator:

@@ -30,6 +30,9 @@ class PipelineConfig:
     # Per-utterance statistics of the codes over speech-active frames, as a side input
     # repeated in every fusion step ("" = none): comma-separated of mean,std,p10,p50,p90.
     audio_utterance_stats: str = ""
+    # What those statistics summarise: "codes" (the autoencoder's) or "frames" (the
+    # frame features themselves, before the bottleneck; measured better, issue 15).
+    audio_utterance_source: str = "codes"
     # Window of audio codes summarised around each summary frame (seconds).
     audio_window_s: float = 1.0
     # Frames (paper Alg. 2): sampled at `frame_fps`, at most `max_frames` per clip (long
@@ -76,8 +79,14 @@ class PipelineConfig:
         return tuple(s.strip() for s in self.audio_utterance_stats.split(",") if s.strip())
 
     @property
+    def audio_frame_dim(self) -> int:
+        """Width of one frame of the autoencoder's input (13 MFCC, or 2 x (n_mels + 8) rich)."""
+        return self.n_mfcc if self.audio_features == "mfcc" else 2 * (self.n_mels + 8)
+
+    @property
     def utterance_dim(self) -> int:
-        return len(self.utterance_stats) * self.audio_code_dim
+        width = self.audio_frame_dim if self.audio_utterance_source == "frames" else self.audio_code_dim
+        return len(self.utterance_stats) * width
 
     @property
     def step_dim(self) -> int:
