@@ -23,6 +23,7 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
+from . import audio_frames
 from .config import PipelineConfig
 
 # Below this peak the track is treated as silent: normalising it would only amplify noise.
@@ -105,6 +106,9 @@ class AudioTrack:
     hop_peaks: np.ndarray    # float32 [n_frames]: max |x| over the hop starting at frame i's centre
     n_samples: int
     t0: float                # time of frame 0 on the caller's clock (seconds)
+    # Scale-free per-frame quantities (audio_frames.RAW_NAMES), kept when the config asks
+    # for rich frame features: float32 [n_frames, 8], else None.
+    raw: np.ndarray | None = None
 
     def slice(self, start_s: float, end_s: float, cfg: PipelineConfig) -> "AudioTrack":
         """Frames centred in [start, end), on a clock that starts at `start`."""
@@ -112,7 +116,7 @@ class AudioTrack:
         a = max(0, int(np.ceil((start_s - self.t0) * fps - 1e-9)))
         b = max(a, min(len(self.mel), int(np.ceil((end_s - self.t0) * fps - 1e-9))))
         return AudioTrack(self.mel[a:b], self.hop_peaks[a:b], (b - a) * cfg.hop_length,
-                          self.t0 + a / fps - start_s)
+                          self.t0 + a / fps - start_s, None if self.raw is None else self.raw[a:b])
 
     @property
     def peak(self) -> float:
@@ -141,6 +145,41 @@ class AudioTrack:
         return out, times
 
 
+    def usable(self, cfg: PipelineConfig) -> bool:
+        return self.n_samples >= cfg.win_length and not self.is_silent() and len(self.mel) > 0
+
+    def frame_features(self, cfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+        """The audio autoencoder's input per frame and the frame times, as the config says:
+        13 MFCC (`audio_features="mfcc"`, the paper's) or log-mel + spectral shape + energy
+        + pitch/voicing with deltas (`"rich"`). Empty if silent or too short."""
+        if cfg.audio_features == "mfcc":
+            return self.mfcc(cfg)
+        if cfg.audio_features != "rich":
+            raise ValueError(f"unknown audio_features {cfg.audio_features!r}")
+        dim = audio_dim(cfg)
+        if not self.usable(cfg):
+            return np.zeros((0, dim), np.float32), np.zeros(0)
+        if self.raw is None:
+            raise ValueError("this track was accumulated without rich frame features")
+        feats = audio_frames.frame_matrix(self.mel, self.raw, self.peak)
+        return feats, self.t0 + np.arange(len(self.mel)) * cfg.hop_length / cfg.sample_rate
+
+    def speech_active(self, cfg: PipelineConfig) -> np.ndarray:
+        """Speech-active frames (energy gate on the mel energy, `speech_gate_db`; all frames
+        when the gate is off): bool [n_frames], empty when `frame_features` is."""
+        if not self.usable(cfg):
+            return np.zeros(0, bool)
+        energy = audio_frames.to_db(self.mel.sum(axis=1), self.peak ** 2)
+        return audio_frames.speech_active(energy, cfg.speech_gate_db)
+
+
+def audio_dim(cfg: PipelineConfig) -> int:
+    """Width of a frame of the autoencoder's input under `cfg`."""
+    assert cfg.audio_frame_dim == (cfg.n_mfcc if cfg.audio_features == "mfcc"
+                                   else 2 * (cfg.n_mels + len(audio_frames.SCALAR_NAMES)))
+    return cfg.audio_frame_dim
+
+
 class AudioAccumulator:
     """Feed float32 blocks in order; `finish()` returns the `AudioTrack` of the whole signal.
 
@@ -155,6 +194,7 @@ class AudioAccumulator:
         self.peak_tail = np.zeros(0, np.float32)               # |x| not yet grouped into a whole hop
         self.mel: list[np.ndarray] = []
         self.peaks: list[np.ndarray] = []
+        self.raw: list[np.ndarray] | None = [] if cfg.audio_features != "mfcc" else None
         self.n_samples = 0
 
     def feed(self, block: np.ndarray) -> None:
@@ -176,6 +216,9 @@ class AudioAccumulator:
         used = (n - 1) * cfg.hop_length + cfg.n_fft
         power = _power_spectrum(self.pending[:used], cfg.n_fft, cfg.hop_length, cfg.win_length)
         self.mel.append(np.ascontiguousarray((self.basis @ power).T, dtype=np.float32))
+        if self.raw is not None:
+            frames = audio_frames.frames_of(self.pending[:used], cfg.n_fft, cfg.hop_length)
+            self.raw.append(audio_frames.raw_frame_features(frames, power, cfg.sample_rate))
         self.pending = self.pending[n * cfg.hop_length:]
 
     def finish(self) -> AudioTrack:
@@ -190,7 +233,11 @@ class AudioAccumulator:
         mel, peaks = mel[:n_frames], peaks[:n_frames]
         if len(peaks) < len(mel):  # the last frame's hop starts past the end of the signal
             peaks = np.concatenate([peaks, np.zeros(len(mel) - len(peaks), np.float32)])
-        return AudioTrack(mel, peaks, self.n_samples, 0.0)
+        raw = None
+        if self.raw is not None:
+            width = len(audio_frames.RAW_NAMES)
+            raw = (np.concatenate(self.raw) if self.raw else np.zeros((0, width), np.float32))[:n_frames]
+        return AudioTrack(mel, peaks, self.n_samples, 0.0, raw)
 
 
 def track_of(signal: np.ndarray, cfg: PipelineConfig) -> AudioTrack:

@@ -21,6 +21,18 @@ class PipelineConfig:
     hop_length: int = 160
     n_mels: int = 40
     audio_code_dim: int = 32
+    # The autoencoder's frame input (issue 15): "mfcc" = the paper's n_mfcc MFCCs; "rich" =
+    # n_mels log-mel bands + spectral shape, energy, pitch, voicing, with deltas.
+    audio_features: str = "mfcc"
+    # Speech-activity gate: code statistics are taken over frames within this many dB of
+    # the loudest frame (mel energy, widened by 50 ms each side); 0 = every frame (paper).
+    speech_gate_db: float = 0.0
+    # Per-utterance statistics of the codes over speech-active frames, as a side input
+    # repeated in every fusion step ("" = none): comma-separated of mean,std,p10,p50,p90.
+    audio_utterance_stats: str = ""
+    # What those statistics summarise: "codes" (the autoencoder's) or "frames" (the
+    # frame features themselves, before the bottleneck; measured better, issue 15).
+    audio_utterance_source: str = "codes"
     # Window of audio codes summarised around each summary frame (seconds).
     audio_window_s: float = 1.0
     # Frames (paper Alg. 2): sampled at `frame_fps`, at most `max_frames` per clip (long
@@ -63,19 +75,39 @@ class PipelineConfig:
         return FLAG_NAMES
 
     @property
+    def utterance_stats(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.audio_utterance_stats.split(",") if s.strip())
+
+    @property
+    def audio_frame_dim(self) -> int:
+        """Width of one frame of the autoencoder's input (13 MFCC, or 2 x (n_mels + 8) rich)."""
+        return self.n_mfcc if self.audio_features == "mfcc" else 2 * (self.n_mels + 8)
+
+    @property
+    def utterance_dim(self) -> int:
+        width = self.audio_frame_dim if self.audio_utterance_source == "frames" else self.audio_code_dim
+        return len(self.utterance_stats) * width
+
+    @property
     def step_dim(self) -> int:
-        return self.image_feature_dim + 2 * self.audio_code_dim + len(FLAG_NAMES)
+        return self.image_feature_dim + 2 * self.audio_code_dim + self.utterance_dim + len(FLAG_NAMES)
 
     def layout(self) -> dict[str, list[int]]:
-        """Half-open [start, end) column ranges of each block in a fusion step."""
+        """Half-open [start, end) column ranges of each block in a fusion step. The
+        "audio_utterance" block exists only when `audio_utterance_stats` names statistics."""
         img = self.image_feature_dim
         aud = self.audio_code_dim
-        return {
+        out = {
             "image": [0, img],
             "audio_mean": [img, img + aud],
             "audio_std": [img + aud, img + 2 * aud],
-            "flags": [img + 2 * aud, self.step_dim],
         }
+        end = img + 2 * aud
+        if self.utterance_dim:
+            out["audio_utterance"] = [end, end + self.utterance_dim]
+            end += self.utterance_dim
+        out["flags"] = [end, self.step_dim]
+        return out
 
     @property
     def flag_columns(self) -> list[int]:

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-from . import audio, fusion, media, visual
+from . import audio, audio_frames, fusion, media, visual
 from .budget import Budget, LinkedBudget
 from .config import MediaLimits, PipelineConfig
 from .timing import StageTimer
@@ -203,10 +203,20 @@ def audio_codes(mfcc: np.ndarray, cfg: PipelineConfig, encoders: Encoders, batch
 def track_codes(track: audio.AudioTrack | None, cfg: PipelineConfig,
                 encoders: Encoders) -> tuple[np.ndarray, np.ndarray]:
     """Audio codes of a decoded track and their times (empty: no usable audio)."""
+    codes, times, _, _ = track_codes_gated(track, cfg, encoders)
+    return codes, times
+
+
+def track_codes_gated(track: audio.AudioTrack | None, cfg: PipelineConfig,
+                      encoders: Encoders) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Audio codes of a decoded track's frame features (`cfg.audio_features`), their times,
+    the speech-active mask (`cfg.speech_gate_db`; all True when the gate is off) and the
+    frame features themselves."""
     if track is None:
-        return audio_codes(np.zeros((0, cfg.n_mfcc), np.float32), cfg, encoders), np.zeros(0)
-    mfcc, times = track.mfcc(cfg)
-    return audio_codes(mfcc, cfg, encoders), times
+        feats = np.zeros((0, audio.audio_dim(cfg)), np.float32)
+        return audio_codes(feats, cfg, encoders), np.zeros(0), np.zeros(0, bool), feats
+    feats, times = track.frame_features(cfg)
+    return audio_codes(feats, cfg, encoders), times, track.speech_active(cfg), feats
 
 
 def encode_latents(faces: FaceTrack, cfg: PipelineConfig, encoders: Encoders) -> None:
@@ -244,10 +254,19 @@ class ImageFeatures:
 
 
 def assemble(cfg: PipelineConfig, codes: np.ndarray, code_times: np.ndarray, image_feats: np.ndarray | None,
-             face_detected: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Fusion sequence from audio codes and the K summary faces' features (None: no video) at `times`."""
-    stats, present = fusion.audio_window_stats(codes, code_times, times, cfg.audio_window_s)
-    return fusion.build_sequence(cfg, image_feats, face_detected, stats, present)
+             face_detected: np.ndarray, times: np.ndarray, active: np.ndarray | None = None,
+             frames: np.ndarray | None = None) -> np.ndarray:
+    """Fusion sequence from audio codes and the K summary faces' features (None: no video) at `times`.
+    `active`: speech-active codes (None: all), for the window statistics and the utterance side input;
+    `frames`: the frame features, needed when `cfg.audio_utterance_source` is "frames"."""
+    stats, present = fusion.audio_window_stats(codes, code_times, times, cfg.audio_window_s, active)
+    utterance = None
+    if cfg.utterance_dim and len(codes):
+        source = frames if cfg.audio_utterance_source == "frames" else codes
+        if source is None:
+            raise ValueError("audio_utterance_source='frames' needs the frame features")
+        utterance = audio_frames.utterance_stats(source, active, cfg.utterance_stats)
+    return fusion.build_sequence(cfg, image_feats, face_detected, stats, present, utterance)
 
 
 def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, timer: StageTimer | None = None,
@@ -256,7 +275,7 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, ti
     `images` so shared frames are not run through ResNet-50 twice)."""
     timer = timer or StageTimer()
     with timer.stage("audio_features"):
-        codes, code_times = track_codes(clip.audio, cfg, encoders)
+        codes, code_times, active, frames = track_codes_gated(clip.audio, cfg, encoders)
     image_feats = None
     detected = np.zeros(cfg.k_summary, bool)
     if len(clip.faces):
@@ -270,7 +289,7 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, ti
         detected = np.array([clip.faces.crops[i].detected for i in chosen])
     else:
         times = fusion.step_times(clip.info.duration_s, cfg.k_summary)
-    seq = assemble(cfg, codes, code_times, image_feats, detected, times)
+    seq = assemble(cfg, codes, code_times, image_feats, detected, times, active, frames)
     return ClipFeatures(
         sequence=seq,
         summary_times=np.asarray(times, np.float64),

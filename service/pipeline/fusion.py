@@ -11,17 +11,22 @@ from .config import FLAG_NAMES, PipelineConfig
 
 
 def audio_window_stats(codes: np.ndarray, code_times: np.ndarray, centres: np.ndarray,
-                       window_s: float) -> tuple[np.ndarray, np.ndarray]:
+                       window_s: float, active: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of the codes within ±window/2 of each centre.
 
     Returns (stats float32 [T, 2 * code_dim], present bool [T]). A centre with no code in
     its window takes the nearest code, so a short clip still contributes its audio.
+    `active` (bool per code, the speech gate): only speech-active codes count, so a window
+    of silence takes the nearest speech instead of summarising the silence; a clip with no
+    active frame at all falls back to every frame.
     """
     t_count, dim = len(centres), codes.shape[1] if codes.ndim == 2 else 0
     stats = np.zeros((t_count, 2 * dim), np.float32)
     present = np.zeros(t_count, bool)
     if len(codes) == 0:
         return stats, present
+    if active is not None and active.any() and not active.all():
+        codes, code_times = codes[active], code_times[active]
     half = window_s / 2
     for t, c in enumerate(centres):
         lo, hi = np.searchsorted(code_times, [c - half, c + half])
@@ -33,8 +38,11 @@ def audio_window_stats(codes: np.ndarray, code_times: np.ndarray, centres: np.nd
 
 
 def build_sequence(cfg: PipelineConfig, image_features: np.ndarray | None, face_detected: np.ndarray,
-                   audio_stats: np.ndarray, audio_present: np.ndarray) -> np.ndarray:
-    """Assemble the [K, step_dim] fusion sequence; `image_features` None = no video."""
+                   audio_stats: np.ndarray, audio_present: np.ndarray,
+                   utterance: np.ndarray | None = None) -> np.ndarray:
+    """Assemble the [K, step_dim] fusion sequence; `image_features` None = no video.
+    `utterance`: the per-utterance audio side input (cfg.utterance_dim), repeated in every
+    step where audio is present (layout block "audio_utterance", only when configured)."""
     k = cfg.k_summary
     seq = np.zeros((k, cfg.step_dim), np.float32)
     lay = cfg.layout()
@@ -46,6 +54,10 @@ def build_sequence(cfg: PipelineConfig, image_features: np.ndarray | None, face_
         flags[:, 2] = face_detected.astype(np.float32)
     a, b = lay["audio_mean"][0], lay["audio_std"][1]
     seq[:, a:b] = audio_stats * audio_present[:, None]
+    if cfg.utterance_dim:
+        a, b = lay["audio_utterance"]
+        if utterance is not None:
+            seq[:, a:b] = utterance[None, :] * audio_present[:, None]
     flags[:, 0] = audio_present.astype(np.float32)
     a, b = lay["flags"]
     seq[:, a:b] = flags
