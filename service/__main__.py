@@ -40,10 +40,12 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result), flush=True)  # one line, after the start-up's log lines
         sys.exit(0 if result["ready"] else 1)
     from .app import create_app
+    from .protocol import JsonErrorH11Protocol
 
     # Our middleware writes one structured line per request: uvicorn's access log would repeat it.
     uvicorn.run(create_app(Settings.model_validate(settings.model_dump())), host=args.host, port=args.port,
-                log_level=args.log_level.lower(), access_log=False, log_config=None)
+                log_level=args.log_level.lower(), access_log=False, log_config=None,
+                http=JsonErrorH11Protocol)
 
 
 if __name__ == "__main__":

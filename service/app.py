@@ -5,10 +5,8 @@ import asyncio
 import hmac
 import logging
 import shutil
-import tempfile
 import threading
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, Callable
 
 import anyio
@@ -17,7 +15,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from . import __version__
+from . import __version__, spool
 from .bundle import REQUIRED_ROLES, Bundle, load_bundle
 from .errors import ApiError, install_error_handlers
 from .observability import Metrics, RequestContext
@@ -131,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI):
         if settings.tmp_dir:
             settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+        spool.remove_stale(settings.tmp_dir)  # left by an instance killed mid-upload
         bundle = await anyio.to_thread.run_sync(
             # Every artifact's hash is verified, but only the roles the service runs get a
             # session: the baselines are there for the report, not for serving.
@@ -180,7 +179,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(503, "not_ready", "the model bundle is still loading", {"Retry-After": "5"})
         gate.admit()
         budget = Budget(settings.request_timeout_s)
-        workdir = Path(tempfile.mkdtemp(prefix="emotion-", dir=settings.tmp_dir))
+        try:
+            workdir = spool.new_dir(settings.tmp_dir)
+        except BaseException:
+            gate.release()
+            raise
         try:
             try:
                 with anyio.fail_after(settings.upload_timeout_s):

@@ -56,4 +56,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error")  # the trace goes to the log, never to the client
+        if type(exc).__module__.startswith("onnxruntime"):  # a session raising: the next request runs anew
+            return error_response(request, 500, "inference_failed", "the model failed on this request")
         return error_response(request, 500, "internal_error", "internal error")
