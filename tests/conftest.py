@@ -59,21 +59,31 @@ def free_port() -> int:
 class Server:
     """`python -m service` in a child process: a real uvicorn on 127.0.0.1."""
 
-    def __init__(self, model_dir: Path, env: dict[str, str] | None = None):
+    def __init__(self, model_dir: Path, env: dict[str, str] | None = None, wrap: list[str] | None = None):
+        """`wrap`: a command prefix that execs the rest (it must keep the pid: `exec`, no fork)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = Path(tempfile.mkdtemp(prefix="svc-tmp-"))
         full_env = {**os.environ, "EMOTION_TMP_DIR": str(self.tmp), **(env or {})}
+        self.spool_dir = Path(full_env["EMOTION_TMP_DIR"])
         # Logs go to a file (a pipe nobody reads would block the server once full).
         self.log_path = Path(tempfile.mkstemp(prefix="svc-log-", suffix=".jsonl")[1])
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
+            [*(wrap or []), sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port),
              "--model-dir", str(model_dir)],
             cwd=REPO_ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, text=True)
 
     def logs(self) -> str:
         return self.log_path.read_text()
+
+    def spool(self) -> Path:
+        """The spool directory as the server sees it (through its mount namespace, if it has
+        one of its own), from its EMOTION_TMP_DIR."""
+        return Path(f"/proc/{self.proc.pid}/root") / str(self.spool_dir).lstrip("/")
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def children(self) -> list[int]:
         """Pids of the server's child processes (ffmpeg, ffprobe) right now."""
@@ -129,9 +139,9 @@ def server(quick_bundle) -> Server:
 
 
 @contextlib.contextmanager
-def running_server(model_dir: Path, env: dict[str, str] | None = None):
+def running_server(model_dir: Path, env: dict[str, str] | None = None, wrap: list[str] | None = None):
     """A `Server` with its own settings, ready, stopped afterwards."""
-    srv = Server(model_dir, env)
+    srv = Server(model_dir, env, wrap)
     try:
         srv.wait_ready()
         yield srv

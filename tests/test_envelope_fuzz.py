@@ -19,7 +19,7 @@ import time
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 
 from conftest import running_server
@@ -39,7 +39,7 @@ ANSWER_WITHIN_S = 15.0
 UPLOAD_LIMIT_MB = 1
 
 _PROFILE = os.environ.get("EMOTION_FUZZ_PROFILE", "ci")
-_EXAMPLES = int(os.environ.get("EMOTION_FUZZ_EXAMPLES", "0")) or (5000 if _PROFILE == "nightly" else 500)
+_EXAMPLES = int(os.environ.get("EMOTION_FUZZ_EXAMPLES", "0")) or (20000 if _PROFILE == "nightly" else 1500)
 _SEED = os.environ.get("EMOTION_FUZZ_SEED")
 FUZZ = settings(
     max_examples=_EXAMPLES, deadline=None, database=None, derandomize=_PROFILE != "nightly" and not _SEED,
@@ -66,6 +66,7 @@ def check(server, answer: Answer, what: bytes) -> None:
     assert answer.status in DOCUMENTED, (answer.status, answer.body[:300], ctx)
     assert answer.headers.get("content-type", "").startswith("application/json"), (answer.headers, ctx)
     err = answer.json()["error"]
+    event(f"{answer.status} {err['code']}")   # the spread of answers, in --hypothesis-show-statistics
     assert err["code"] in DOCUMENTED[answer.status], (answer.status, err, ctx)
     assert err["message"] and err["request_id"] == answer.headers.get("x-request-id"), (err, answer.headers)
     assert answer.seconds < ANSWER_WITHIN_S, (answer.seconds, ctx)
@@ -241,6 +242,7 @@ def test_arbitrary_header_bytes_are_a_documented_4xx(fuzz_server, ctypes, other,
         # it must then answer 408 within the upload timeout, which `exchange` waited for.
         pytest.fail(f"no answer within {ANSWER_WITHIN_S + 5} s: {headers!r}")
     if ans.status == 408:
+        event("408 upload_timeout")
         assert ans.json()["error"]["code"] == "upload_timeout"
         assert_clean(fuzz_server)
         return
