@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import select
 import shutil
 import socket
 import statistics
@@ -145,16 +146,22 @@ class Client:
         return self._record(job, r.status_code, start, detail)
 
     def slow(self, job: Job, seconds: float = 3.0, pieces: int = 12) -> int:
-        """The whole body, dribbled over `seconds`."""
+        """The whole body, dribbled over `seconds`; like any careful client it stops sending
+        when the server has answered early (a 503 before reading the body) and reads that."""
         start = time.monotonic()
         ctype, body = multipart(job.path)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as s:
                 s.sendall(_head(self.port, ctype, len(body)))
                 step = -(-len(body) // pieces)
-                for i in range(0, len(body), step):
-                    s.sendall(body[i:i + step])
-                    time.sleep(seconds / pieces)
+                try:
+                    for i in range(0, len(body), step):
+                        if select.select([s], [], [], 0)[0]:
+                            break                       # answered before the end of the body
+                        s.sendall(body[i:i + step])
+                        time.sleep(seconds / pieces)
+                except OSError:
+                    pass                                # the answer may still be readable
                 return self._record(job, _read_status(s, self.timeout), start)
         except OSError as exc:
             return self._record(job, NO_ANSWER, start, type(exc).__name__)
@@ -224,7 +231,7 @@ def worker(client: Client, jobs: dict[str, list[Job]], stop: threading.Event, rn
             j = rng.choice(jobs["valid"])
             status = client.disconnect(Job(kind, j.path, set()), mid_upload=kind == "disconnect_upload")
         if status == 503:
-            time.sleep(rng.uniform(0.1, 0.5))   # honour the back-pressure a little, as a client would
+            time.sleep(rng.uniform(0.3, 1.0))   # honour the back-pressure a little, as a client would
 
 
 def spool_files(spool: Path) -> int:

@@ -294,3 +294,34 @@ def test_onnx_runtime_failure_is_500_with_request_id_and_the_server_recovers(qui
         assert httpx.get(srv.url + "/readyz").status_code == 200
         settle(srv, fds)
 
+
+
+# ------------------------------------------------------------------ which spool directories are stale
+
+def test_stale_spool_rules(tmp_path):
+    """Only `emotion-<pid>.<start>-*` directories of this user whose process is gone (or whose
+    pid now names another process: a different start time) are stale."""
+    from service import spool
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mine = spool.instance_tag()
+    pid, ticks = mine.split(".")
+    cases = {
+        f"emotion-{dead.pid}.12345-abc": True,                   # its process is gone
+        f"emotion-{pid}.{int(ticks) + 1}-abc": True,             # the pid was reused by another process
+        f"emotion-{mine}-abc": False,                            # a live instance (this one)
+        "emotion-abc123": False,                                 # the old mkdtemp names: not provably ours
+        f"emotion-{dead.pid}.1": False,                          # not the full pattern
+        f"other-{dead.pid}.1-abc": False,
+    }
+    for name in cases:
+        (tmp_path / name).mkdir()
+    (tmp_path / f"emotion-{dead.pid}.1-file").write_text("a file, not a spool directory")
+    (tmp_path / f"emotion-{dead.pid}.2-link").symlink_to(tmp_path / "emotion-abc123")
+    assert spool.remove_stale(tmp_path) == 2
+    for name, stale in cases.items():
+        assert (tmp_path / name).exists() != stale, name
+    assert (tmp_path / f"emotion-{dead.pid}.1-file").exists() and (tmp_path / f"emotion-{dead.pid}.2-link").exists()
+    made = spool.new_dir(tmp_path)
+    assert made.name.startswith(f"emotion-{mine}-") and spool.remove_stale(tmp_path) == 0 and made.exists()
