@@ -157,7 +157,7 @@ def dispositions(draw) -> bytes:
     quote = draw(st.sampled_from(['"', '"', ""]))
     if draw(st.integers(0, 9)) != 9:
         parts.append(f"name={quote}{name}{quote}")
-    fn = draw(st.one_of(st.none(), FILENAMES))
+    fn = draw(st.one_of(FILENAMES, st.none()))
     if fn is not None:
         enc = draw(st.sampled_from(["utf-8", "latin-1", "star", "raw-bytes"]))
         if enc == "star":
@@ -200,10 +200,19 @@ def parts(draw) -> bytes:
 
 
 @st.composite
+def file_part(draw) -> bytes:
+    """A proper `file` part: odd file names and payloads, nothing else wrong."""
+    fn = draw(FILENAMES).replace("\\", "\\\\").replace('"', '\\"')
+    head = f'Content-Disposition: form-data; name="file"; filename="{fn}"'.encode("utf-8", "surrogatepass")
+    ctype = draw(st.sampled_from([b"", b"\r\nContent-Type: video/mp4", b"\r\nContent-Type: application/octet-stream"]))
+    return head + ctype + b"\r\n\r\n" + draw(PAYLOADS)
+
+
+@st.composite
 def envelopes(draw) -> tuple[bytes, bytes]:
     """(Content-Type, body): a multipart message, then (mostly) mangled."""
     clean = draw(st.integers(0, 9)) < 3    # well-formed but for what the parts hold
-    boundary = draw(boundaries.filter(lambda b: 0 < len(b) <= 70)) if clean else draw(boundaries)
+    boundary = draw(st.text(BCHARS.strip(), min_size=1, max_size=70)) if clean else draw(boundaries)
     ctype = draw(content_types(boundary))
     b = boundary.encode("latin-1", "replace")
     if not clean and draw(st.integers(0, 5)) == 5:
@@ -212,7 +221,10 @@ def envelopes(draw) -> tuple[bytes, bytes]:
                                     [b"", b"", b"preamble text\r\n", b"\r\n", b"--\r\n", b"\x00" * 10]))
     epilogue = draw(st.sampled_from([b"", b"", b"epilogue\r\n", b"\r\n" * 3, b"--" + b + b"--\r\n"]))
     body = preamble
-    for p in draw(st.lists(parts(), min_size=0, max_size=3)):
+    chosen = draw(st.lists(parts(), min_size=0, max_size=3))
+    if clean:
+        chosen = [draw(file_part())] + chosen[:draw(st.sampled_from([0, 0, 0, 1]))]
+    for p in chosen:
         body += b"--" + b + b"\r\n" + p + b"\r\n"
     closing = draw(st.sampled_from([b"--" + b + b"--", b"--" + b + b"--\r\n", b"--" + b, b"", b"--" + b + b"-"]))
     body += (b"--" + b + b"--\r\n" if clean else closing) + epilogue
