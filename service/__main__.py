@@ -58,11 +58,13 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
+    from .protocol import JsonErrorH11Protocol
 
     app = create_app(settings)
     # Our middleware writes one structured line per request: uvicorn's access log would repeat it.
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                                           access_log=False, log_config=None))
+                                           access_log=False, log_config=None,
+                                           http=JsonErrorH11Protocol))
 
     def stop(_: str) -> None:
         server.should_exit = True

@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from . import __version__
+from . import __version__, spool
 from .errors import install_error_handlers
 from .gate import Gate
 from .lifecycle import ModelState
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> FastAP
     async def lifespan(app: FastAPI):
         if settings.tmp_dir:
             settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+        spool.remove_stale(settings.tmp_dir)  # left by an instance killed mid-upload
         if load:
             app.state.model.start()
         yield

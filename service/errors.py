@@ -71,6 +71,16 @@ def error_response(request: Request, status: int, code: str, message: str,
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _ort_errors() -> list[type[Exception]]:
+    """ONNX Runtime's exception classes (each derives from Exception directly)."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:
+        return []
+    return [v for v in vars(state).values()
+            if isinstance(v, type) and issubclass(v, Exception) and v.__module__ == state.__name__]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError):
@@ -89,6 +99,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    async def _inference(request: Request, exc: Exception):
+        # A session that raised (a provider failing, memory exhausted): the sessions stay
+        # usable, the next request runs anew. The trace goes to the log only.
+        log.error("inference failed", exc_info=exc)
+        return error_response(request, 500, "inference_failed", "the model failed on this request")
+
+    for cls in _ort_errors():
+        app.add_exception_handler(cls, _inference)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

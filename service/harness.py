@@ -38,14 +38,15 @@ class ServiceProcess:
     reads would block the server once full); `logs()` reads them."""
 
     def __init__(self, model_dir: Path | None, env: dict[str, str] | None = None, python: str = sys.executable,
-                 cwd: Path = REPO_ROOT, args: list[str] | None = None):
+                 cwd: Path = REPO_ROOT, args: list[str] | None = None, wrap: list[str] | None = None):
+        """`wrap`: a command prefix that execs the service (it must keep the pid: `exec`, no fork)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         fd, log = tempfile.mkstemp(prefix="service-", suffix=".log")
         os.close(fd)
         self.log_path = Path(log)
         self._log = open(self.log_path, "w")
-        cmd = [python, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [*(wrap or []), python, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)]
         if model_dir is not None:
             cmd += ["--model-dir", str(model_dir)]
         self.started = time.perf_counter()

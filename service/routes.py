@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -14,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from . import spool
 from .errors import ApiError, error_response, error_responses
 from .gate import Gate, cancel_on_disconnect
 from .observability import Metrics
@@ -134,7 +133,11 @@ async def predict(
 
     gate.admit()
     budget = Budget(settings.request_timeout_s)
-    workdir = Path(tempfile.mkdtemp(prefix="emotion-", dir=settings.tmp_dir))
+    try:
+        workdir = spool.new_dir(settings.tmp_dir)  # named for this instance: stale ones are removed at start
+    except BaseException:
+        gate.release()
+        raise
     try:
         try:
             with anyio.fail_after(settings.upload_timeout_s):

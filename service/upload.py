@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from .errors import ApiError
+from .pipeline.budget import CLIENT_GONE
+from .spool import NO_SPACE, spool_full
 
 FIELD = "file"
 
@@ -23,6 +26,10 @@ class Upload:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "upload_too_large", f"the upload exceeds the limit of {limit / 2**20:.0f} MiB")
+
+
+def _malformed(message: str = "the multipart body could not be parsed") -> ApiError:
+    return ApiError(400, "malformed_multipart", message)
 
 
 class _Receiver:
@@ -78,13 +85,23 @@ class _Receiver:
             self.files[0].size = self.size
 
     def close(self) -> None:
+        """Close a file left open by an error (its directory is removed by the caller); a
+        failing flush of a file being abandoned is of no interest."""
         if self.out is not None:
-            self.out.close()
+            out, self.out = self.out, None
+            try:
+                out.close()
+            except OSError:
+                pass
 
 
 async def receive_upload(request: Request, dest: Path, limit: int) -> Upload:
+    """The `file` part of a multipart body, written to `dest`. Every way the envelope can be
+    malformed (content type, boundary, part headers, truncation) is a 4xx: python-multipart
+    refuses some boundaries when the parser is constructed, so that too is inside the `try`."""
     ctype, params = parse_options_header(request.headers.get("content-type"))
-    if ctype != b"multipart/form-data" or not params.get(b"boundary"):
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
         raise ApiError(415, "not_multipart", f"send the video as multipart/form-data in the field '{FIELD}'")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -95,9 +112,10 @@ async def receive_upload(request: Request, dest: Path, limit: int) -> Upload:
         "on_headers_finished", "on_part_data", "on_part_end")}
     # Headers and other fields are small: the body may exceed the file limit only by that.
     body_limit = limit + 64 * 1024
-    parser = MultipartParser(params[b"boundary"], callbacks)
     received = 0
     try:
+        # RFC 2046: 1-70 characters; python-multipart accepts up to 256 and raises on more.
+        parser = MultipartParser(boundary, callbacks)
         async for chunk in request.stream():
             received += len(chunk)
             if received > body_limit:
@@ -105,9 +123,16 @@ async def receive_upload(request: Request, dest: Path, limit: int) -> Upload:
             parser.write(chunk)
         parser.finalize()
         if recv.out is not None:  # the body ended inside the file part
-            raise ApiError(400, "malformed_multipart", "the multipart body ended before the file did")
-    except FormParserError as exc:
-        raise ApiError(400, "malformed_multipart", "the multipart body could not be parsed") from exc
+            raise _malformed("the multipart body ended before the file did")
+    except (FormParserError, ValueError) as exc:
+        raise _malformed() from exc
+    except ClientDisconnect:
+        # Nobody reads the answer; the log and the metrics say what happened (not a 500).
+        raise ApiError(CLIENT_GONE, "client_closed", "the client went away during the upload") from None
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise spool_full() from exc
+        raise
     finally:
         recv.close()
     if recv.other_fields:

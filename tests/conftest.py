@@ -73,9 +73,19 @@ class Server(ServiceProcess):
     """`python -m service` in a child process (service/harness.py) with its own spool
     directory (`tmp`), so tests can check that nothing is left in it."""
 
-    def __init__(self, model_dir: Path, env: dict[str, str] | None = None):
+    def __init__(self, model_dir: Path, env: dict[str, str] | None = None, wrap: list[str] | None = None):
         self.tmp = Path(tempfile.mkdtemp(prefix="svc-tmp-"))
-        super().__init__(model_dir, {"EMOTION_TMP_DIR": str(self.tmp), **(env or {})})
+        full_env = {"EMOTION_TMP_DIR": str(self.tmp), **(env or {})}
+        self.spool_dir = Path(full_env["EMOTION_TMP_DIR"])
+        super().__init__(model_dir, full_env, wrap=wrap)
+
+    def spool(self) -> Path:
+        """The spool directory as the server sees it (through its mount namespace, if it has
+        one of its own), from its EMOTION_TMP_DIR."""
+        return Path(f"/proc/{self.proc.pid}/root") / str(self.spool_dir).lstrip("/")
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
     def stop(self) -> None:
         super().stop()
@@ -93,9 +103,9 @@ def server(quick_bundle) -> Server:
 
 
 @contextlib.contextmanager
-def running_server(model_dir: Path, env: dict[str, str] | None = None):
+def running_server(model_dir: Path, env: dict[str, str] | None = None, wrap: list[str] | None = None):
     """A `Server` with its own settings, ready, stopped afterwards."""
-    srv = Server(model_dir, env)
+    srv = Server(model_dir, env, wrap)
     try:
         srv.wait_ready()
         yield srv

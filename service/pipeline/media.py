@@ -14,6 +14,7 @@ import math
 import os
 import select
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -37,6 +38,16 @@ _PLAYLIST_MARKERS = (b"#EXTM3U", b"ffconcat version", b"<MPD")
 _GAB2 = b"GAB2\x00"
 _HEAD_BYTES = 4096
 _READ_BLOCK = 1 << 20
+# ffmpeg and ffprobe exit with 1 on input they cannot read; 255 is ffmpeg's exit after a
+# SIGTERM/SIGINT it caught, 126/127 a binary that could not run: failures of ours, not of the file.
+_TOOL_FAILED = {126, 127, 255}
+
+
+def decoder_failed(detail: str) -> MediaError:
+    """The decoder itself failed (killed by a signal, crashed, unreadable output): a 500 of its
+    own, never `undecodable`, which says the client's file is at fault."""
+    return MediaError("decoder_failed", f"the media decoder failed ({detail}); retry, or report it with the request id",
+                      status=500)
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ class Child:
         self.deadline = time.monotonic() + min(timeout_s, self.budget.remaining())
         self.timeout_s = timeout_s
         self.stderr = b""
+        self.name = os.path.basename(args[0])
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         _widen_pipe(self.proc.stdout.fileno())
@@ -132,7 +144,16 @@ class Child:
                 open_fds.discard(err)
             elif ready:
                 self.stderr = (self.stderr + data)[: self.STDERR_KEEP]
-        if self.proc.returncode != 0:
+        rc = self.proc.returncode
+        if rc < 0:  # not by us: our kills (timeout, cancellation) raise in _check first
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            raise decoder_failed(f"{self.name} was killed by {name}")
+        if rc in _TOOL_FAILED:
+            raise decoder_failed(f"{self.name} exited with status {rc}")
+        if rc != 0:
             if b"not on whitelist" in self.stderr:
                 raise MediaError("unsupported_container", "the container format is not accepted", status=415)
             raise MediaError("undecodable", "the file could not be decoded as audio/video")
@@ -186,10 +207,21 @@ def probe(path: Path, limits: MediaLimits, budget: Budget | None = None) -> Medi
             "-of", "json", str(path)]
     with Child(args, limits.timeout_s, budget) as child:
         out = child.read_all()
+    # ffprobe exited with 0: what it printed is its JSON, whatever the file held (file data
+    # is escaped in it). Anything else means ffprobe misbehaved, not that the file is bad.
+    if not out.strip():
+        raise decoder_failed("ffprobe printed nothing")
     try:
-        data = json.loads(out or b"{}")
+        data = json.loads(out)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MediaError("undecodable", "the file could not be probed") from exc
+        raise decoder_failed("ffprobe printed something other than JSON") from exc
+    try:
+        return _probed(data, limits)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        raise decoder_failed("ffprobe's JSON has an unexpected shape") from exc
+
+
+def _probed(data: dict, limits: MediaLimits) -> MediaInfo:
     fmt = data.get("format") or {}
     format_name = fmt.get("format_name", "")
     if not format_name:
