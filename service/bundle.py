@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .calibration import apply_temperature
 from .manifest import MANIFEST_FILE as MANIFEST
 from .manifest import SCHEMA_VERSION, Manifest, ManifestError
 from .pipeline.config import PipelineConfig
@@ -107,6 +108,12 @@ class Bundle(EncoderSessions):
             raise BundleError("the feature mask does not fit the fusion step layout")
 
     # --- classification ------------------------------------------------------------
+    def calibrated(self, probs: np.ndarray, view: str) -> np.ndarray:
+        """`probs` re-tempered for the served `view` (fused / audio / face) as the manifest says."""
+        if self.manifest.calibration is None:
+            return probs
+        return apply_temperature(probs, self.manifest.calibration.temperature(view))
+
     def classify(self, sequences: np.ndarray, role: str = "classifier") -> np.ndarray:
         """Class probabilities for fusion sequences [B, K, step_dim] (mask applied here)."""
         return self.sessions[role].run(sequences[..., self.mask])

@@ -27,6 +27,7 @@ log = logging.getLogger("service")
 # logs and metrics only, so it is not part of the documented API.
 ERRORS: dict[str, int] = {
     "empty_file": 400, "undecodable": 400, "no_usable_stream": 400, "no_duration": 400, "malformed_multipart": 400,
+    "bad_request": 400,
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
@@ -34,11 +35,12 @@ ERRORS: dict[str, int] = {
     "upload_too_large": 413, "too_long": 413, "resolution_too_large": 413, "too_many_frames": 413,
     "not_multipart": 415, "unsupported_container": 415, "playlist_refused": 415,
     "unexpected_fields": 422, "missing_file": 422, "invalid_parameters": 422,
-    "internal_error": 500,
+    "internal_error": 500, "decoder_failed": 500, "inference_failed": 500,
     "overloaded": 503, "not_ready": 503,
     "processing_timeout": 504, "decode_timeout": 504,
+    "spool_full": 507,
 }
-UNDOCUMENTED = {"cancelled": CLIENT_GONE}
+UNDOCUMENTED = {"cancelled": CLIENT_GONE, "client_closed": CLIENT_GONE}
 
 
 class ApiError(Exception):

@@ -64,6 +64,28 @@ class FeatureMask(_Model):
     cv_error: float
 
 
+class ViewCalibration(_Model):
+    temperature: float
+    n_validation: int = 0
+    n_test: int | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    nll_before: float | None = None
+    nll_after: float | None = None
+
+
+class Calibration(_Model):
+    """Temperature per served view (fused, audio, face), fitted on validation speakers."""
+
+    method: Literal["temperature"] = "temperature"
+    fitted_on: str = "validation speakers"
+    views: dict[str, ViewCalibration] = Field(default_factory=dict)
+
+    def temperature(self, view: str) -> float:
+        entry = self.views.get(view)
+        return entry.temperature if entry else 1.0
+
+
 class Provenance(_Model):
     model_config = ConfigDict(extra="allow")
     profile: str
@@ -90,6 +112,7 @@ class Manifest(_Model):
     metrics: dict[str, Any] = Field(default_factory=dict)
     report_figures: list[str] = Field(default_factory=list)
     provenance: Provenance
+    calibration: Calibration | None = None      # absent: probabilities served as the classifier gives them
 
     # --- files -------------------------------------------------------------------------
     @classmethod

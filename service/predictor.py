@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .bundle import Bundle
+from .calibration import served_view
 from .pipeline import fusion
 from .pipeline.budget import Budget
 from .pipeline.config import MediaLimits
@@ -32,16 +33,27 @@ def _modalities(feats: ClipFeatures, clip: DecodedClip) -> dict[str, str]:
     return {"audio": audio, "face": face}
 
 
+def _present(feats: ClipFeatures) -> dict[str, bool]:
+    return {"audio": feats.audio_used, "face": feats.video_used and bool(feats.face_detected.any())}
+
+
+def _classify(bundle: Bundle, feats: ClipFeatures) -> np.ndarray:
+    """Calibrated probabilities of a clip's sequence, for the view its modalities make."""
+    present = _present(feats)
+    return bundle.calibrated(bundle.classify(feats.sequence[None])[0], served_view(**{
+        f"{m}_present": v for m, v in present.items()}))
+
+
 def _by_modality(bundle: Bundle, feats: ClipFeatures, fused: np.ndarray) -> dict[str, Any]:
     """Each present modality's own probabilities: the classifier on the sequence with the
     other modality removed (the views it was trained on), so a user sees which signal drove
     the answer. With one modality present, its view is the fused answer itself."""
-    present = {"audio": feats.audio_used, "face": feats.video_used and bool(feats.face_detected.any())}
+    present = _present(feats)
     out: dict[str, Any] = {m: None for m in present}
     if all(present.values()):
         views = np.stack([fusion.modality_view(feats.sequence, bundle.config, m) for m in present])
         for m, probs in zip(present, bundle.classify(views)):
-            out[m] = _probabilities(bundle.classes, probs)
+            out[m] = _probabilities(bundle.classes, bundle.calibrated(probs, m))
     else:
         for m, here in present.items():
             if here:
@@ -63,7 +75,7 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
     images = ImageFeatures(clip.faces, cfg, bundle)
     feats = clip_features(clip, cfg, bundle, timer, images)
     with timer.stage("classify"):
-        probs = bundle.classify(feats.sequence[None])[0]
+        probs = _classify(bundle, feats)
         by_modality = _by_modality(bundle, feats, probs)
     result: dict[str, Any] = {
         "label": bundle.classes[int(np.argmax(probs))],
@@ -100,7 +112,7 @@ def _timeline(bundle: Bundle, clip: DecodedClip, segment_s: float, images: Image
         if (part.audio is None or len(part.audio.mel) == 0) and len(part.faces) == 0:
             continue
         feats = clip_features(part, cfg, bundle, StageTimer(), images)
-        probs = bundle.classify(feats.sequence[None])[0]
+        probs = _classify(bundle, feats)
         entries.append({
             "start_s": round(float(start), 3), "end_s": round(float(end), 3),
             "label": bundle.classes[int(np.argmax(probs))],

@@ -162,7 +162,7 @@ async def predict(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-PREDICT_ERRORS = error_responses(400, 401, 405, 408, 413, 415, 422, 500, 503, 504)
+PREDICT_ERRORS = error_responses(400, 401, 405, 408, 413, 415, 422, 500, 503, 504, 507)
 
 for _path in ("/predict", "/v1/predict"):
     router.add_api_route(

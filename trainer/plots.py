@@ -60,3 +60,26 @@ def roc_figure(path: Path, title: str, y_true: np.ndarray, probs: np.ndarray, cl
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def reliability_figure(path: Path, title: str, panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                       bins: int = 15) -> None:
+    """Reliability diagrams (accuracy against confidence, 15 bins) per view: (y, probs before,
+    probs after calibration)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, (view, (y, before, after)) in zip(axes[0], panels.items()):
+        for probs, label in ((before, "before"), (after, "after")):
+            conf, right = probs.max(1), probs.argmax(1) == y
+            idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+            xs = [conf[idx == b].mean() for b in range(bins) if (idx == b).any()]
+            ys = [right[idx == b].mean() for b in range(bins) if (idx == b).any()]
+            ax.plot(xs, ys, "o-", label=label)
+        ax.plot([0, 1], [0, 1], "k:", lw=1)
+        ax.set(title=view, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="upper left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -88,6 +88,20 @@ def _face_tables(manifest: Manifest) -> list[str]:
     return lines
 
 
+def _calibration_table(manifest: Manifest) -> list[str]:
+    cal = manifest.calibration
+    if cal is None or not cal.views:
+        return []
+    lines = ["", "Calibration of the served model (temperature scaling per view, fitted on validation speakers; "
+                 "expected calibration error with 15 bins and negative log-likelihood on the test split):", "",
+             "| view | temperature | ECE before | ECE after | NLL before | NLL after |", "|---|---|---|---|---|---|"]
+    for view, c in cal.views.items():
+        cells = [c.ece_before, c.ece_after, c.nll_before, c.nll_after]
+        lines.append(f"| {view} | {c.temperature:.3f} | " + " | ".join("" if v is None else f"{v:.3f}" for v in cells)
+                     + " |")
+    return lines
+
+
 def _selection_tables(manifest: Manifest) -> list[str]:
     mask, metrics = manifest.mask, manifest.metrics
     lines = ["", f"IZOA feature mask: {mask.n_selected} of {mask.n_total} step features kept (fitness "
@@ -126,8 +140,8 @@ def _paper_tables(manifest: Manifest) -> list[str]:
 
 def write_report(bundle_dir: Path, manifest: Manifest) -> None:
     (bundle_dir / "metrics.json").write_text(json.dumps(manifest.metrics, indent=2) + "\n")
-    lines = (_header(manifest) + _test_tables(manifest) + _face_tables(manifest) + _selection_tables(manifest)
-             + _paper_tables(manifest))
+    lines = (_header(manifest) + _test_tables(manifest) + _calibration_table(manifest) + _face_tables(manifest)
+             + _selection_tables(manifest) + _paper_tables(manifest))
     if manifest.report_figures:
         lines += ["", "Figures (test split):", ""] + [f"![{f}]({f})" for f in manifest.report_figures]
     (bundle_dir / "report.md").write_text("\n".join(lines) + "\n")

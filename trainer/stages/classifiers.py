@@ -82,12 +82,20 @@ class Classifiers:
     exports: dict[str, ExportResult]                        # role -> exported file
     scored: dict[str, dict[str, dict[str, np.ndarray]]]     # model -> view -> {"y", "p"} on the test split
     results: dict[str, dict[str, Any]]                      # model -> view -> metrics
+    calibration: dict[str, Any]                             # the served model's temperature per view
+
+
+def _by_view(sess, data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {view: (data["y"][data["view"] == view], sess.run(data["X"][data["view"] == view][..., mask]))
+            for view in VIEWS if (data["view"] == view).any()}
 
 
 def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection) -> Classifiers:
+    from ..calibrate import calibrate_views
+
     mask, te = selection.mask, pairs.data["test"]
     n_image = ctx.cfg.layout()["image"][1]
-    exports, scored, results = {}, {}, {}
+    exports, scored, results, calibration = {}, {}, {}, {}
     for name in CLASSIFIERS:
         model = fit_classifier(name, pairs.data["train"], pairs.data["val"], mask, n_image, len(ctx.classes),
                                ctx.recipe)
@@ -95,10 +103,12 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection) -> Classi
         exports[role] = export_onnx(model, ctx.staging / f"{role}.onnx", sample_inputs=pairs.data["train"]["X"][:8, :, mask],
                                     input_name="sequence", output_name="probabilities", dynamic_axes=(0,))
         sess = open_session(exports[role].path, role)
-        scored[name] = {view: {"y": te["y"][te["view"] == view], "p": sess.run(te["X"][te["view"] == view][..., mask])}
-                        for view in VIEWS if (te["view"] == view).any()}
+        test_views = _by_view(sess, te, mask)
+        scored[name] = {view: {"y": y, "p": p} for view, (y, p) in test_views.items()}
+        if role == "classifier":  # the served model: its temperature per view, from validation speakers
+            calibration = calibrate_views(_by_view(sess, pairs.data["val"], mask), test_views)
         real = pairs.real_av["test"]
         if len(real["y"]):
             scored[name]["real_av"] = {"y": real["y"], "p": sess.run(real["X"][..., mask])}
         results[name] = {view: metrics(s["y"], s["p"], ctx.classes) for view, s in scored[name].items()}
-    return Classifiers(exports, scored, results)
+    return Classifiers(exports, scored, results, calibration)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..evaluate import metrics
 from ..pairs import FacePool
-from ..plots import confusion_figure, roc_figure
+from ..plots import confusion_figure, reliability_figure, roc_figure
 from . import SPLITS, BuildContext
 from .audio import AudioFeatures
 from .classifiers import CLASSIFIERS, Classifiers, fit_classifier
@@ -56,6 +56,16 @@ def write_figures(stage: Path, clfs: Classifiers, classes: list[str]) -> list[st
             roc_figure(roc, f"{name}, fused, test split: one-vs-rest ROC", views["fused"]["y"], views["fused"]["p"],
                        classes)
             files.append(roc.name)
+    views = clfs.calibration.get("views", {}) if clfs.calibration else {}
+    if views and "bilstm_sa" in clfs.scored:
+        from service.calibration import apply_temperature
+
+        scored = clfs.scored["bilstm_sa"]
+        panels = {v: (scored[v]["y"], scored[v]["p"], apply_temperature(scored[v]["p"], views[v]["temperature"]))
+                  for v in views if v in scored}
+        reliability = stage / "reliability_bilstm_sa.png"
+        reliability_figure(reliability, "bilstm_sa, test split: before / after temperature scaling", panels)
+        files.append(reliability.name)
     return files
 
 

@@ -1,0 +1,39 @@
+"""Temperature scaling (design §2 step 8): the math the service applies and the trainer fits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.calibration import apply_temperature, expected_calibration_error, served_view
+from trainer.calibrate import calibrate_views, fit_temperature
+
+
+def _overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 7, n)
+    logits = rng.normal(0, 1, (n, 7))
+    logits[np.arange(n), y] += 1.5
+    p = np.exp(3 * logits)        # the true posterior is softmax(1.5 * logits): twice too sharp
+    return y, p / p.sum(1, keepdims=True)
+
+
+def test_temperature_is_softmax_of_scaled_logits():
+    z = np.array([[2.0, 0.5, -1.0]])
+    p = np.exp(z) / np.exp(z).sum()
+    np.testing.assert_allclose(apply_temperature(p, 2.0), np.exp(z / 2) / np.exp(z / 2).sum(), atol=1e-12)
+    np.testing.assert_allclose(apply_temperature(p, 1.0), p, atol=1e-12)
+
+
+def test_fitted_temperature_undoes_overconfidence_and_lowers_ece():
+    y, p = _overconfident(4000, 0)
+    t = fit_temperature(y[:2000], p[:2000])
+    assert 1.7 < t < 2.3
+    out = calibrate_views({"fused": (y[:2000], p[:2000])}, {"fused": (y[2000:], p[2000:])})["views"]["fused"]
+    assert out["ece_after"] < 0.05 < out["ece_before"] and out["nll_after"] < out["nll_before"]
+
+
+def test_ece_of_a_perfectly_calibrated_toy_is_zero_and_served_views():
+    y = np.array([0, 0, 1, 1])
+    assert expected_calibration_error(y, np.array([[1.0, 0], [1, 0], [0, 1], [0, 1]])) == pytest.approx(0)
+    assert served_view(True, True) == "fused" and served_view(True, False) == "audio"
+    assert served_view(False, True) == "face"
