@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 
 from service.bundle import load_bundle
-from service.pipeline.extract import audio_codes
 from service.settings import DEFAULT_MODEL_DIR
 from trainer.cache import FeatureCache
 from trainer.data import LABEL_SETS, load_corpus
 from trainer.evaluate import metrics
-from trainer.features import all_mfcc
-from trainer.pairs import modality_view
+from trainer.audio_features import all_frame_features
+from trainer.pairs import clip_codes, modality_view
 from trainer.splits import split_of
 
 pytestmark = pytest.mark.slow
@@ -50,9 +49,8 @@ def test_held_out_ravdess_audio_accuracy_reproduces_from_the_shipped_artifacts(m
     classes = list(LABEL_SETS[manifest["label_set"]])
     held_out = [s for s in load_corpus("ravdess", ravdess) if split_of(s) == "test"]
     assert len({s.speaker for s in held_out}) == 4  # actors 17-20 (trainer/splits.py)
-    mfccs = all_mfcc(held_out, cfg, FeatureCache(None))
-    X = np.stack([modality_view(cfg, audio_codes(m["mfcc"], cfg, bundle), m["times"], float(m["duration"]),
-                                None, "audio") for m in mfccs])
+    clips = all_frame_features(held_out, [cfg], FeatureCache(None))[0]
+    X = np.stack([modality_view(cfg, clip_codes(c, cfg, bundle), None, "audio") for c in clips])
     y = np.array([classes.index(s.label) for s in held_out])
     ours = metrics(y, bundle.classify(X), classes)
     print(f"\nheld-out RAVDESS actors, audio only: accuracy {ours['accuracy']:.3f}, UAR {ours['uar']:.3f} "

@@ -31,7 +31,10 @@ def pipeline_config(opts: BuildOptions) -> PipelineConfig:
     """The preprocessing a build uses; written to the manifest for the service."""
     r = opts.recipe
     return PipelineConfig(image_size=r.image_size, k_summary=r.k_summary, audio_code_dim=r.audio_code_dim,
-                          image_feature_dim=IMAGE_FEATURE_DIM[r.backbone])
+                          image_feature_dim=IMAGE_FEATURE_DIM[r.backbone], audio_features=r.audio_features,
+                          n_mels=r.n_mels, speech_gate_db=r.speech_gate_db,
+                          audio_utterance_stats=r.audio_utterance_stats,
+                          audio_utterance_source=r.audio_utterance_source)
 
 
 def check_output(opts: BuildOptions) -> None:

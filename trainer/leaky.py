@@ -18,12 +18,12 @@ from .pairs import FacePool, build_pairs
 PAPER_CLASSES = list(LABEL_SETS["paper3"])
 
 
-def paper_protocol(cfg: PipelineConfig, encoders, mfccs: list[dict], y: np.ndarray, pool: FacePool,
+def paper_protocol(cfg: PipelineConfig, encoders, mfccs: list, y: np.ndarray, pool: FacePool,
                    classes: Sequence[str], fit: Callable[[str, dict, int], Callable[[np.ndarray], np.ndarray]],
                    models: Sequence[str], *, draws: int, dropout: float, seed: int) -> dict[str, Any]:
     """Metrics per model and view on a random 80/20 split, paper3 classes.
 
-    `mfccs`/`y`: every audio clip of every split with its class index in `classes`;
+    `mfccs`/`y`: every audio clip (AudioFrames) of every split with its class index in `classes`;
     `pool`: every face image. `fit(model, train_data, n_classes)` trains one classifier
     and returns its predict function (the same training as the speaker-independent one).
     """

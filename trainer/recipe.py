@@ -34,7 +34,15 @@ class Recipe:
     # --- preprocessing (PipelineConfig) ----------------------------------------------------
     image_size: int = tunable(48, "face crop size in pixels (FER2013's own 48 px)")
     k_summary: int = tunable(8, "K summary frames = fusion sequence steps")
-    audio_code_dim: int = tunable(32, "audio autoencoder bottleneck (codes per frame)")
+    audio_features: str = tunable("rich", "audio frame features: mfcc (the paper's 13 MFCC) or rich (log-mel, "
+                                          "spectral shape, pitch, voicing, energy, deltas)")
+    n_mels: int = tunable(64, "mel bands (the rich features' log-mel part; 40 for the paper's MFCC)")
+    audio_code_dim: int = tunable(64, "audio autoencoder bottleneck (codes per frame; the paper: 32)")
+    speech_gate_db: float = tunable(35.0, "code statistics over frames within this many dB of the loudest (0: all "
+                                          "frames, the paper)")
+    audio_utterance_stats: str = tunable("mean,std,p10,p50,p90", "per-utterance statistics of the speech-active "
+                                                                 "frames, a side input in every step ('' = none)")
+    audio_utterance_source: str = tunable("frames", "what the utterance statistics summarise: frames or codes")
     # --- autoencoders ----------------------------------------------------------------------
     ae_epochs: int = tunable(20, "epochs of the audio and frame autoencoders", default=10, quick=3)
     audio_ae_hidden: int = tunable(64, "audio autoencoder hidden width (paper: 64-32-64)")
@@ -63,6 +71,8 @@ class Recipe:
     izoa_population: int = tunable(20, "IZOA population (zebras)", default=12, quick=6)
     izoa_iterations: int = tunable(30, "IZOA iterations", default=15, quick=3)
     izoa_rows: int | None = tunable(3000, "training rows the feature-selection fitness sees (a seeded sample)")
+    face_variants: int = tunable(8, "video-like variants per face image in the pseudo-pairs (shift, scale, roll, "
+                                    "light, blur, JPEG): a sequence shows one face, as a video does")
     seed: int = tunable(0, "random seed")
 
     @classmethod

@@ -1,24 +1,25 @@
-"""Stages `audio_features` (decoded through the serving code, cached per file) and
-`audio_encoder` (the paper's dense autoencoder over frame features, exported to ONNX)."""
+"""Stages `audio_features` (frame features decoded through the serving code, cached per
+file: the paper's 13 MFCC or the richer log-mel + spectral + pitch frames, issue 15) and
+`audio_encoder` (the paper's dense autoencoder over those frames, exported to ONNX)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..audio_features import AudioFrames, all_frame_features
 from ..export import ExportResult, export_onnx
-from ..features import all_mfcc
 from . import SPLITS, BuildContext, stage_output
 from .data import Corpora
 
 
 @dataclass
 class AudioFeatures:
-    frames: dict[str, list[dict[str, np.ndarray]]]   # split -> per clip {"mfcc", "times", "duration"}
+    frames: dict[str, list[AudioFrames]]   # split -> per clip: frame features, times, speech gate
 
 
 def audio_features(ctx: BuildContext, corpora: Corpora) -> AudioFeatures:
-    return AudioFeatures({k: all_mfcc(corpora.audio[k], ctx.cfg, ctx.cache) for k in SPLITS})
+    return AudioFeatures({k: all_frame_features(corpora.audio[k], [ctx.cfg], ctx.cache)[0] for k in SPLITS})
 
 
 def train_autoencoder(x: np.ndarray, hidden: int, bottleneck: int, epochs: int, batch: int, name: str, seed: int):
@@ -45,10 +46,10 @@ class Encoder:
 
 def audio_encoder(ctx: BuildContext, feats: AudioFeatures) -> Encoder:
     r = ctx.recipe
-    frames = np.concatenate([m["mfcc"] for m in feats.frames["train"] if len(m["mfcc"])])
+    frames = np.concatenate([m.features for m in feats.frames["train"] if len(m.features)])
     if len(frames) > r.audio_ae_max_frames:
         frames = frames[ctx.rng("audio_encoder").choice(len(frames), r.audio_ae_max_frames, replace=False)]
     enc = train_autoencoder(frames, r.audio_ae_hidden, ctx.cfg.audio_code_dim, r.ae_epochs, r.audio_ae_batch,
                             "audio_ae", r.seed)
     return Encoder(export_onnx(enc, ctx.staging / "audio_encoder.onnx", sample_inputs=frames[:256],
-                               input_name="mfcc", output_name="code"))
+                               input_name="frames", output_name="code"))

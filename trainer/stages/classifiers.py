@@ -40,21 +40,32 @@ def epoch_log(name: str):
     return keras.callbacks.LambdaCallback(on_epoch_end=done)
 
 
-def classifier_with_input_stage(builder, x: np.ndarray, n_image: int, n_classes: int):
+def classifier_with_input_stage(builder, x: np.ndarray, n_image: int, n_classes: int,
+                                utterance: tuple[int, int] | None = None):
     """A sequence classifier (bilstm_sa / bilstm / cnn builder) behind the shared input stage
-    (standardisation fitted on `x`, input noise, image-column projection), compiled."""
+    (standardisation fitted on `x`, input noise, image and utterance projections), compiled."""
     import keras
 
     from ..models.bilstm_sa import compile_classifier
     from ..models.input_stage import input_stage
 
-    inp, stage = input_stage(x, n_image)
+    inp, stage = input_stage(x, n_image, utterance)
     core = builder(x.shape[1], stage.shape[-1], n_classes)
     return compile_classifier(keras.Model(inp, core(stage), name=core.name))
 
 
+def masked_blocks(mask: np.ndarray, layout: dict[str, list[int]]) -> tuple[int, tuple[int, int] | None]:
+    """After the mask (which keeps the step layout's order): how many image columns come
+    first, and where the utterance block sits (None when the layout has none)."""
+    n_image = int(np.count_nonzero(mask < layout["image"][1]))
+    if "audio_utterance" not in layout:
+        return n_image, None
+    inside = np.flatnonzero((mask >= layout["audio_utterance"][0]) & (mask < layout["audio_utterance"][1]))
+    return n_image, (int(inside[0]), int(inside[-1]) + 1) if len(inside) else None
+
+
 def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarray] | None, mask: np.ndarray,
-                   n_image_columns: int, n_classes: int, recipe: Recipe):
+                   layout: dict[str, list[int]], n_classes: int, recipe: Recipe):
     """One sequence classifier on masked step features; early stopping on `va` when given."""
     import keras
 
@@ -62,10 +73,9 @@ def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarra
 
     builders = {"bilstm_sa": build_bilstm_sa, "bilstm": build_bilstm, "cnn": build_cnn}
     keras.utils.set_random_seed(recipe.seed)
-    # The mask keeps the step layout's order, so its image columns come first.
-    n_image = int(np.count_nonzero(mask < n_image_columns))
+    n_image, utterance = masked_blocks(mask, layout)
     x = tr["X"][..., mask]  # a copy (fancy indexing), taken once
-    model = classifier_with_input_stage(builders[name], x, n_image, n_classes)
+    model = classifier_with_input_stage(builders[name], x, n_image, n_classes, utterance)
     has_val = va is not None and len(va["y"]) > 0
     stop = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.early_stopping_patience,
                                           restore_best_weights=True)] if has_val else []
@@ -94,10 +104,10 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection) -> Classi
     from ..calibrate import calibrate_views
 
     mask, te = selection.mask, pairs.data["test"]
-    n_image = ctx.cfg.layout()["image"][1]
+    layout = ctx.cfg.layout()
     exports, scored, results, calibration = {}, {}, {}, {}
     for name in CLASSIFIERS:
-        model = fit_classifier(name, pairs.data["train"], pairs.data["val"], mask, n_image, len(ctx.classes),
+        model = fit_classifier(name, pairs.data["train"], pairs.data["val"], mask, layout, len(ctx.classes),
                                ctx.recipe)
         role = ROLE_OF[name]
         exports[role] = export_onnx(model, ctx.staging / f"{role}.onnx", sample_inputs=pairs.data["train"]["X"][:8, :, mask],

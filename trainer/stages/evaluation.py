@@ -73,13 +73,12 @@ def _paper_protocol(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures, f
                     selection: Selection, encoders) -> dict[str, Any]:
     from ..leaky import paper_protocol
 
-    r, mask = ctx.recipe, selection.mask
-    n_image = ctx.cfg.layout()["image"][1]
+    r, mask, layout = ctx.recipe, selection.mask, ctx.cfg.layout()
 
     def fit_leaky(name: str, train: dict[str, np.ndarray], n_classes: int):
         held = np.random.default_rng(r.seed).random(len(train["y"])) < 0.1  # early-stopping part
         model = fit_classifier(name, {k: v[~held] for k, v in train.items()}, {k: v[held] for k, v in train.items()},
-                               mask, n_image, n_classes, r)
+                               mask, layout, n_classes, r)
         return lambda X: model.predict(X[..., mask], batch_size=256, verbose=0)
 
     return paper_protocol(

@@ -126,15 +126,25 @@ def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
 @dataclass
 class FaceFeatures:
     frame_encoder: ExportResult
-    features: dict[str, np.ndarray]     # split -> [n, image_feature_dim] through the exported backbone
+    features: dict[str, np.ndarray]     # split -> [n, variants, image_feature_dim] through the exported backbone
     labels: dict[str, np.ndarray]       # split -> class index
     exported_test_metrics: dict[str, Any]
 
 
-def face_features(ctx: BuildContext, corpora: Corpora, backbone: FaceBackbone, encoders_of) -> FaceFeatures:
-    """`encoders_of(frame_encoder_export)`: the ONNX sessions of the bundle so far."""
+def _variant_features(crops: np.ndarray, ctx: BuildContext, encoders, split: str) -> np.ndarray:
+    """[n, V, D] features of V video-like variants of each face (variant 0: the face itself)."""
+    from ..face_variants import all_variants
     from ..features import image_features
 
+    v = max(1, ctx.recipe.face_variants)
+    variants = all_variants(crops, v, ctx.recipe.seed + SPLITS.index(split))
+    flat = image_features(variants.reshape((-1,) + crops.shape[1:]), ctx.cfg, encoders,
+                          label=f"faces ({split}): features of {v} variants each")
+    return flat.reshape(len(crops), v, -1)
+
+
+def face_features(ctx: BuildContext, corpora: Corpora, backbone: FaceBackbone, encoders_of) -> FaceFeatures:
+    """`encoders_of(frame_encoder_export)`: the ONNX sessions of the bundle so far."""
     cfg, r = ctx.cfg, ctx.recipe
     faces = {k: load_faces(corpora.faces[k], cfg, ctx.cache, ctx.classes) for k in SPLITS}
     thumbs = thumbnails(faces["train"][0], cfg)
@@ -143,13 +153,13 @@ def face_features(ctx: BuildContext, corpora: Corpora, backbone: FaceBackbone, e
     frame_encoder = export_onnx(fenc, ctx.staging / "frame_encoder.onnx", sample_inputs=thumbs[:64],
                                 input_name="thumbnail", output_name="code")
     encoders = encoders_of(frame_encoder)
-    feats = {k: image_features(faces[k][0], cfg, encoders) for k in SPLITS}
+    feats = {k: _variant_features(faces[k][0], ctx, encoders, k) for k in SPLITS}
     labels = {k: faces[k][1] for k in SPLITS}
     exported = {}
     if len(labels["test"]):
-        # The face classifier's head on the exported backbone's features: what reduced-precision
-        # (fp16) weights cost in accuracy, against the fp32 Keras model.
-        logits = feats["test"] @ backbone.head["kernel"] + backbone.head["bias"]
+        # The face classifier's head on the exported backbone's features (variant 0: the image
+        # itself): what reduced-precision (fp16) weights cost in accuracy, against the fp32 Keras model.
+        logits = feats["test"][:, 0] @ backbone.head["kernel"] + backbone.head["bias"]
         p = np.exp(logits - logits.max(1, keepdims=True))
         exported = metrics(labels["test"], p / p.sum(1, keepdims=True), ctx.classes)
     return FaceFeatures(frame_encoder, feats, labels, exported)

@@ -34,12 +34,11 @@ def fitness_rows(n: int, cap: int | None, seed: int) -> np.ndarray:
 def feature_selection(ctx: BuildContext, pairs: Pairs) -> Selection:
     r, cfg = ctx.recipe, ctx.cfg
     tr, te = pairs.data["train"], pairs.data["test"]
-    # IZOA chooses among the image columns; the audio codes (already an autoencoder
-    # bottleneck) and the presence flags stay in every mask. The k-NN fitness weighs every
+    # IZOA chooses among the image columns; the audio columns (autoencoder codes, utterance
+    # statistics) and the presence flags stay in every mask. The k-NN fitness weighs every
     # column the same, so image columns decide it and audio columns were dropped at random:
     # a build with them selectable kept 19 of 64.
-    layout = cfg.layout()
-    always_keep = list(range(layout["audio_mean"][0], layout["audio_std"][1])) + cfg.flag_columns
+    always_keep = list(range(cfg.layout()["image"][1], cfg.step_dim))
     rows = fitness_rows(len(tr["y"]), r.izoa_rows, r.seed)
     X_sel, y_sel, g_sel = tr["X"][rows].mean(axis=1), tr["y"][rows], np.asarray(tr["group"])[rows]
     search = dict(population=r.izoa_population, iterations=r.izoa_iterations, always_keep=always_keep, seed=r.seed)
