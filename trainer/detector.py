@@ -150,8 +150,9 @@ converted to ONNX with tf2onnx (opset 17; max |ONNX - TFLite| = {diff:.1e} on th
 Input `input` [1, 128, 128, 3] RGB in [-1, 1]; outputs `regressors` [1, 896, 16] and
 `classificators` [1, 896, 1]; anchors, decoding and weighted NMS in `service/pipeline/face_detector.py`.
 Made for faces within about 2 m of a phone camera (Google's model card): small or distant faces
-are missed. Video frames are cropped around the largest face, eyes levelled, framed like the
-FER2013 / CK+48 faces (side {scale} x box width, centre {offset} x box width below the eyes).
+are missed (a frame where none is found is searched again in 2x2 tiles). Video frames are cropped
+around the largest face, eyes levelled, framed like the FER2013 / CK+48 faces (side {scale} x,
+and centre {offset} x below the eyes, the eye distance + eyes-to-mouth distance).
 """
 
 
@@ -194,10 +195,12 @@ def measure_framing(detector: fd.BlazeFace, data_dir: Path = DEFAULT_DATA, n_fer
     """How FER2013 / CK+48 crops frame a face, in terms of what the detector sees.
 
     Each corpus image (48x48) is upscaled `upscale` times into a grey canvas the size of a
-    decoded video frame and run through the detector. With θ the eye-line angle, w the box
-    width and m the eye midpoint, the corpus crop (the whole image) has side s·w and centre
-    m + w·(dx, dy) in the face's own axes (eyes level): the medians of s, dx, dy over the
-    corpus are the crop framing; pose and sharpness percentiles give the flag thresholds."""
+    decoded video frame and run through the detector. With θ the eye-line angle, w the face
+    size (`visual.face_size`: eye distance + eyes-to-mouth distance) and m the eye midpoint, the
+    corpus crop (the whole image) has side s·w and centre m + w·(dx, dy) in the face's own axes
+    (eyes level): the medians of s, dx, dy over the corpus are the crop framing (the same with
+    the detector's box width for w is given beside); pose and sharpness percentiles give the
+    flag thresholds."""
     import cv2
 
     from service.pipeline import visual
@@ -224,13 +227,14 @@ def measure_framing(detector: fd.BlazeFace, data_dir: Path = DEFAULT_DATA, n_fer
                 continue
             face = faces[0]
             kp = (face.keypoints - [x0, y0]) / upscale
-            width = face.width / upscale
+            width = visual.face_size(face) / upscale
+            box_width = face.width / upscale
             theta = np.arctan2(kp[1, 1] - kp[0, 1], kp[1, 0] - kp[0, 0])
             along, down = np.array([np.cos(theta), np.sin(theta)]), np.array([-np.sin(theta), np.cos(theta)])
             rel = np.array([n / 2, n / 2]) - (kp[0] + kp[1]) / 2
             p = visual.pose(fd.Face(face.box, face.keypoints, face.score))
             rows.append((n / width, rel @ along / width, rel @ down / width, p.yaw, p.pitch, p.roll_deg,
-                         visual.sharpness(visual.corpus_face(im, cfg).image)))
+                         visual.sharpness(visual.corpus_face(im, cfg).image), n / box_width, rel @ down / box_width))
         a = np.array(rows)
         pct = lambda col, qs: [round(float(v), 4) for v in np.percentile(a[:, col], qs)]  # noqa: E731
         out[name] = {
@@ -239,6 +243,10 @@ def measure_framing(detector: fd.BlazeFace, data_dir: Path = DEFAULT_DATA, n_fer
             "crop_scale_mad_rel": round(float(np.median(np.abs(a[:, 0] - np.median(a[:, 0]))) / np.median(a[:, 0])), 4),
             "offset_across_median": round(float(np.median(a[:, 1])), 4),
             "offset_down_median": round(float(np.median(a[:, 2])), 4),
+            "by_box_width": {"crop_scale_median": round(float(np.median(a[:, 7])), 4),
+                             "crop_scale_mad_rel": round(float(np.median(np.abs(a[:, 7] - np.median(a[:, 7])))
+                                                               / np.median(a[:, 7])), 4),
+                             "offset_down_median": round(float(np.median(a[:, 8])), 4)},
             "abs_yaw_p50_p95_p99": [round(float(v), 4) for v in np.percentile(np.abs(a[:, 3]), [50, 95, 99])],
             "pitch_p0.5_p50_p99.5": pct(4, [0.5, 50, 99.5]),
             "roll_deg_p5_p50_p95": pct(5, [5, 50, 95]),

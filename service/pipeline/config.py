@@ -33,13 +33,17 @@ class PipelineConfig:
     # dropped, overlapping ones merged (weighted NMS, IoU `face_nms_iou`); the largest is used.
     face_score_threshold: float = 0.5
     face_nms_iou: float = 0.3
-    # Aligned crop: rotated so the eyes are level, square, side = face_crop_scale x the
-    # detector's box width, centred face_crop_offset x box width below the eye midpoint.
-    # Measured on FER2013 train (592 faces) and CK+48 (300) by trainer.detector.measure_framing
-    # (medians: FER 1.184 / 0.129, CK+ 1.179 / 0.118), so a video crop is framed like the
-    # corpus faces the backbone learns from.
-    face_crop_scale: float = 1.18
-    face_crop_offset: float = 0.125
+    # A frame where no face is found is searched again in 2x2 overlapping tiles of this
+    # fraction of its long side (the short-range model misses faces under ~1/8 of its input):
+    # CREMA-D frames shrunk to half size in a frame of the same size, 0.20 -> 1.00 found.
+    face_tile_fraction: float = 0.6
+    # Aligned crop: rotated so the eyes are level, square, side = face_crop_scale x the face
+    # size (eye distance + eye-midpoint-to-mouth distance, from the keypoints), centred
+    # face_crop_offset x face size below the eye midpoint. Measured on FER2013 train (592
+    # faces) and CK+48 (300) by `python -m trainer.detector framing` (medians: FER 1.333 /
+    # 0.145, CK+ 1.316 / 0.133), so a video crop is framed like the faces the backbone learns from.
+    face_crop_scale: float = 1.33
+    face_crop_offset: float = 0.14
     # A detected face is flagged (not used) when its box is narrower than `face_min_size`
     # pixels of the decoded frame; when it is turned: |yaw| (nose tip off the eye midpoint,
     # in eye distances) over `face_max_yaw`, or pitch (nose below the eye line, in eye-mouth

