@@ -29,7 +29,8 @@ def free_port() -> int:
 class Service:
     """`python -m service` on a free loopback port; logs go to a file (shown if it dies)."""
 
-    def __init__(self, model_dir: Path, env: dict[str, str] | None = None, python: str = sys.executable):
+    def __init__(self, model_dir: Path, env: dict[str, str] | None = None, python: str = sys.executable,
+                 repo: Path = REPO):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         fd, log = tempfile.mkstemp(prefix="bench-service-", suffix=".log")
@@ -39,7 +40,7 @@ class Service:
         self.started = time.perf_counter()
         self.popen = subprocess.Popen(
             [python, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port), "--model-dir", str(model_dir)],
-            cwd=REPO, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=repo, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT)
         self.proc = psutil.Process(self.popen.pid)
 
     def log_tail(self, chars: int = 3000) -> str:
