@@ -64,9 +64,10 @@ class FaceTrack:
     def slice(self, start_s: float, end_s: float) -> "FaceTrack":
         keep = np.flatnonzero((self.times >= start_s) & (self.times < end_s))
         all_times = self.frame_times if self.frame_times is not None else self.times
-        frames = int(((all_times >= start_s) & (all_times < end_s)).sum())
+        inside = all_times[(all_times >= start_s) & (all_times < end_s)]
         return FaceTrack([self.crops[i] for i in keep], self.times[keep] - start_s, self.index[keep],
-                         None if self.latents is None else self.latents[keep], frames)
+                         None if self.latents is None else self.latents[keep], len(inside),
+                         frame_times=inside - start_s)
 
 
 @dataclass
