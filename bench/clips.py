@@ -23,7 +23,9 @@ LOOP_S = 1.92
 
 # name -> duration in seconds of the generated 720p clips
 GENERATED = {"720p-4s": 4.0, "720p-60s": 60.0, "720p-10min": 600.0}
-ALL_CLIPS = ["cremad", *GENERATED]
+# A tone over a test pattern (no face anywhere), and the same audio stream without the video.
+PATTERN = "pattern-4s"
+ALL_CLIPS = ["cremad", *GENERATED, PATTERN]
 
 
 @dataclass
@@ -85,6 +87,18 @@ def _looped(base: Path, seconds: float, out: Path) -> Path:
     return out
 
 
+def pattern_clips(cache: Path) -> tuple[Path, Path]:
+    """(1280x720 testsrc2 + 330 Hz sine, 4 s; its audio stream alone, stream-copied into an mp4)."""
+    video = cache / f"pattern-4s-{RECIPE}.mp4"
+    if not video.exists():
+        _ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-f", "lavfi", "-i",
+                 "sine=frequency=330:sample_rate=48000", "-t", "4", *X264, *AAC, "-movflags", "+faststart"], video)
+    audio = cache / f"pattern-4s-audio-{RECIPE}.mp4"
+    if not audio.exists():
+        _ffmpeg(["-i", str(video), "-map", "0:a:0", "-c", "copy", "-movflags", "+faststart"], audio)
+    return video, audio
+
+
 def prepare(names: list[str], cache: Path, data: Path = DEFAULT_DATA, log=print) -> list[Clip]:
     """The clips asked for, generating what is missing; a clip that cannot be had is skipped with a message."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -99,6 +113,13 @@ def prepare(names: list[str], cache: Path, data: Path = DEFAULT_DATA, log=print)
             clips.append(Clip("cremad", files, durs[len(durs) // 2],
                               f"{len(files)} real CREMA-D clips (480x360 VP6 flv, {durs[0]:.1f}-{durs[-1]:.1f} s)",
                               real_face=True, size_mb=sum(f.stat().st_size for f in files) / len(files) / 1e6))
+            continue
+        if name == PATTERN:
+            video, audio = pattern_clips(cache)
+            clips.append(Clip(PATTERN, [video], probe_duration(video),
+                              "1280x720 25 fps H.264/AAC mp4: a 330 Hz tone over testsrc2 (no face anywhere)",
+                              real_face=False, size_mb=video.stat().st_size / 1e6,
+                              notes=[f"audio-only twin: {audio.name}"]))
             continue
         seconds = GENERATED[name]
         base, real = _base_clip(cache, data)

@@ -18,13 +18,14 @@ import numpy as np
 
 from .calibration import apply_temperature
 from .manifest import MANIFEST_FILE as MANIFEST
-from .manifest import SCHEMA_VERSION, Manifest, ManifestError
+from .manifest import SCHEMA_VERSION, Artifact, Manifest, ManifestError
 from .pipeline.config import PipelineConfig
+from .pipeline.face_detector import BlazeFace
 from .settings import DEFAULT_PROVIDERS, missing_bundle_message
 
 __all__ = ["SCHEMA_VERSION", "MANIFEST", "Manifest", "Bundle", "BundleError", "load_bundle", "open_session"]
 # Roles the service needs; a bundle may carry more (e.g. the baselines).
-REQUIRED_ROLES = ("audio_encoder", "frame_encoder", "image_features", "classifier")
+REQUIRED_ROLES = ("audio_encoder", "frame_encoder", "image_features", "classifier", "face_detector")
 
 log = logging.getLogger("service.bundle")
 
@@ -86,6 +87,14 @@ class EncoderSessions:
 
     def image_features(self, batch: np.ndarray) -> np.ndarray:
         return self.sessions["image_features"].run(batch)
+
+    # --- face detector (issue 16) ---------------------------------------------------
+    @property
+    def face_detector(self) -> BlazeFace | None:
+        """BlazeFace on the `face_detector` session (two outputs: run through the ORT
+        session itself); None when these sessions have none."""
+        sess = self.sessions.get(FACE_DETECTOR)
+        return BlazeFace(sess.session) if sess is not None else None
 
 
 class Bundle(EncoderSessions):
@@ -226,6 +235,23 @@ def open_session(file: Path, role: str, providers: Sequence[str] | None = None, 
     return Session(role, sess, sess.get_inputs()[0].name, sess.get_outputs()[0].name)
 
 
+# --- face detector (issue 16) -------------------------------------------------------
+FACE_DETECTOR = "face_detector"
+# One image of 128x128 per call: a second intra-op thread only adds synchronisation.
+FACE_DETECTOR_THREADS = 1
+
+
+def _check_extra_outputs(role: str, art: Artifact, session: Any) -> None:
+    """An artifact with several outputs (the face detector) lists them all under "outputs"."""
+    declared = art.outputs
+    if declared is None:
+        return
+    actual = session.get_outputs()
+    if [o.name for o in declared] != [o.name for o in actual] or not all(
+            _shapes_match(o.shape, a.shape) for o, a in zip(declared, actual)):
+        raise BundleError(f"artifact {role}: graph outputs differ from the manifest")
+
+
 def load_bundle(path: Path, providers: Sequence[str] | None = None, threads: int | None = None,
                 roles: Sequence[str] | None = None) -> Bundle:
     """Load and verify a bundle. `roles` limits which artifacts get a session (all by default)."""
@@ -240,7 +266,8 @@ def load_bundle(path: Path, providers: Sequence[str] | None = None, threads: int
             raise BundleError(f"artifact {role}: sha256 of {file.name} does not match the manifest")
         if roles is not None and role not in roles:
             continue
-        sess = open_session(file, role, providers, threads)
+        sess = open_session(file, role, providers, FACE_DETECTOR_THREADS if role == FACE_DETECTOR else threads)
+        _check_extra_outputs(role, art, sess.session)
         inputs, outputs = sess.session.get_inputs(), sess.session.get_outputs()
         if len(inputs) != 1 or sess.input_name != art.input.name or sess.output_name != art.output.name:
             raise BundleError(f"artifact {role}: graph inputs/outputs differ from the manifest")

@@ -27,8 +27,8 @@ def warm_up(bundle) -> None:
 
     cfg = bundle.config
     audio.warm_up(cfg)
-    extract.warm_up_faces(cfg)
-    bundle.encode_audio(np.zeros((4, cfg.n_mfcc), np.float32))
+    extract.warm_up_faces(cfg, bundle.face_detector)
+    bundle.encode_audio(np.zeros((4, cfg.audio_frame_dim), np.float32))
     bundle.encode_frames(np.zeros((2, cfg.frame_ae_size ** 2), np.float32))
     bundle.image_features(np.zeros((cfg.k_summary, cfg.image_size, cfg.image_size, 3), np.float32))
     bundle.classify(np.zeros((1, cfg.k_summary, cfg.step_dim), np.float32))

@@ -42,10 +42,11 @@ class Artifact(_Model):
     bytes: int
     input: TensorSpec
     output: TensorSpec
+    outputs: list[TensorSpec] | None = None    # every output, for graphs with several (the face detector)
     parity_max_abs_diff: float | None = None   # Keras vs ONNX Runtime at export (None: not exported by us)
     fp16_weights: bool = False
     licence: str | None = None                 # for artifacts that come from elsewhere (e.g. a detector)
-    source: str | None = None
+    source: dict[str, Any] | str | None = None
 
 
 class FeatureLayout(_Model):

@@ -26,10 +26,10 @@ def _modalities(feats: ClipFeatures, clip: DecodedClip) -> dict[str, str]:
         audio = "used"
     else:
         audio = "silent" if clip.info.has_audio else "missing"
-    if not feats.video_used:
-        face = "missing"
-    else:
-        face = "detected" if feats.face_detected.any() else "not_found"
+    if feats.video_used:
+        face = "detected"
+    else:  # a video in which no frame showed a usable face is answered from audio alone
+        face = "not_found" if clip.info.has_video else "missing"
     return {"audio": audio, "face": face}
 
 
@@ -70,7 +70,8 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
     cfg = bundle.config
     info = probe(path, limits, timer, budget)
     want_timeline = timeline if timeline is not None else info.duration_s > timeline_after_s
-    clip = decode_clip(path, cfg, limits, timer, budget, info, segment_s if want_timeline else None)
+    clip = decode_clip(path, cfg, limits, timer, budget, info, segment_s if want_timeline else None,
+                       detector=bundle.face_detector)
     budget.check()
     images = ImageFeatures(clip.faces, cfg, bundle)
     feats = clip_features(clip, cfg, bundle, timer, images)

@@ -66,7 +66,27 @@ def quick_bundle(tmp_path_factory, data_dir) -> Path:
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         pytest.fail(f"trainer build --profile quick failed:\n{proc.stderr[-4000:]}")
+    if not (out / "face_detector.onnx").is_file():  # a build that does not export the detector yet
+        from trainer.detector import add_face_detector
+        add_face_detector(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def face_detector_onnx(tmp_path_factory) -> Path:
+    """BlazeFace as ONNX: the test bundle's or the shipped bundle's, else converted (cached)."""
+    for bundle in (os.environ.get("EMOTION_TEST_BUNDLE"), REPO_ROOT / "models" / "default"):
+        if bundle and (Path(bundle) / "face_detector.onnx").is_file():
+            return Path(bundle) / "face_detector.onnx"
+    from trainer.detector import DEFAULT_CACHE, export_face_detector
+    return export_face_detector(tmp_path_factory.mktemp("detector"), cache_dir=DEFAULT_CACHE).path
+
+
+@pytest.fixture(scope="session")
+def detector(face_detector_onnx):
+    from service.bundle import open_session
+    from service.pipeline.face_detector import BlazeFace
+    return BlazeFace(open_session(face_detector_onnx, "face_detector", ["CPUExecutionProvider"], 1).session)
 
 
 class Server(ServiceProcess):

@@ -27,7 +27,7 @@ def trainer_side(quick_bundle):
     opts = BuildOptions(data_dir=Path("."), out_dir=quick_bundle, recipe=Recipe.for_profile("quick"), profile="quick")
     manifest = json.loads((quick_bundle / "manifest.json").read_text())
     sessions = {r: open_session(quick_bundle / manifest["artifacts"][r]["file"], r)
-                for r in ("audio_encoder", "frame_encoder", "image_features")}
+                for r in ("audio_encoder", "frame_encoder", "image_features", "face_detector")}
     return pipeline_config(opts), EncoderSessions(sessions)
 
 
@@ -48,7 +48,8 @@ def test_identical_sequences_for_a_real_clip(trainer_side, service_side, emotion
     sample = Sample(path=clip, label="angry", speaker="cremad:1001", corpus="cremad", modality="video")
     trained = video_sequences([sample], cfg, encoders)[0]
     bundle, limits = service_side
-    served = clip_features(decode_clip(clip, bundle.config, limits), bundle.config, bundle).sequence
+    served = clip_features(decode_clip(clip, bundle.config, limits, detector=bundle.face_detector),
+                           bundle.config, bundle).sequence
     assert served.shape == (cfg.k_summary, cfg.step_dim)
     np.testing.assert_array_equal(trained, served)
     assert served[:, : cfg.image_feature_dim].any() and served[:, cfg.flag_columns].all()
@@ -61,7 +62,7 @@ def test_identical_mfcc_for_the_same_audio(trainer_side, service_side, tmp_path)
     trained = mfcc_of(sample, cfg, FeatureCache(tmp_path / "cache"))
     cached = mfcc_of(sample, cfg, FeatureCache(tmp_path / "cache"))  # a cache hit returns the same
     bundle, limits = service_side
-    served, times = decode_clip(clip, bundle.config, limits).audio.mfcc(bundle.config)
+    served, times = decode_clip(clip, bundle.config, limits, detector=bundle.face_detector).audio.mfcc(bundle.config)
     assert len(served) > 100
     np.testing.assert_array_equal(trained["mfcc"], served)
     np.testing.assert_array_equal(cached["mfcc"], served)

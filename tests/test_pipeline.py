@@ -53,7 +53,7 @@ def test_probe_accepts_audio_files(tmp_path, name, acodec):
     assert info.has_audio and not info.has_video and info.duration_s == pytest.approx(2.0, abs=0.1)
 
 
-def test_audio_is_16k_mono_and_frames_are_bounded(tmp_path):
+def test_audio_is_16k_mono_and_frames_are_bounded(tmp_path, detector):
     clip = make_video(tmp_path / "a.mp4", seconds=4.0, size="1280x720")
     info = media.probe(clip, MediaLimits())
     signal = media.decode_audio(clip, CFG.sample_rate, 10.0)
@@ -61,22 +61,29 @@ def test_audio_is_16k_mono_and_frames_are_bounded(tmp_path):
     frames = list(media.stream_frames(clip, info, CFG.frame_fps, 100, CFG.frame_max_side, 10.0))
     assert len(frames) == pytest.approx(4.0 * CFG.frame_fps, abs=1)
     assert max(frames[0][1].shape) == CFG.frame_max_side
-    decoded = decode_clip(clip, CFG, MediaLimits())
+    decoded = decode_clip(clip, CFG, MediaLimits(), detector=detector)
     assert decoded.audio.n_samples == len(signal)
     assert len(decoded.audio.mel) == len(signal) // CFG.hop_length + 1
-    assert len(decoded.faces) == len(frames) and np.all(np.diff(decoded.faces.times) > 0)
-    assert decoded.faces.crops[0].image.shape == (CFG.image_size, CFG.image_size)
+    # a test pattern: every frame sampled, none with a face, so no crop at all (no centre guess)
+    assert decoded.faces.frames == len(frames) and len(decoded.faces) == 0
+    assert decoded.faces.without_face == len(frames)
 
 
-def test_long_clip_sampling_respects_max_frames(tmp_path):
+def test_long_clip_sampling_respects_max_frames(tmp_path, detector):
     cfg = PipelineConfig(max_frames=10)
     clip = make_video(tmp_path / "a.mp4", seconds=8.0)
-    decoded = decode_clip(clip, cfg, MediaLimits())
-    assert 8 <= len(decoded.faces) <= 10
-    assert decoded.faces.times[-1] <= 8.0
+    decoded = decode_clip(clip, cfg, MediaLimits(), detector=detector)
+    assert 8 <= decoded.faces.frames <= 10
+    assert decoded.faces.frame_times[-1] <= 8.0
     # a timeline asks for k_summary frames per segment, more than max_frames in all
-    dense = decode_clip(clip, cfg, MediaLimits(), segment_s=2.0)
-    assert len(dense.faces) == pytest.approx(8.0 * cfg.k_summary / 2.0, abs=1)
+    dense = decode_clip(clip, cfg, MediaLimits(), segment_s=2.0, detector=detector)
+    assert dense.faces.frames == pytest.approx(8.0 * cfg.k_summary / 2.0, abs=1)
+    assert dense.faces.slice(2.0, 4.0).frames == pytest.approx(cfg.k_summary, abs=1)
+
+
+def test_a_video_needs_a_face_detector(tmp_path):
+    with pytest.raises(ValueError, match="face detector"):
+        decode_clip(make_video(tmp_path / "a.mp4", seconds=1.0), CFG, MediaLimits())
 
 
 def test_streamed_mfcc_equals_librosa_on_the_whole_signal():
@@ -122,13 +129,13 @@ def test_mfcc_shape_and_silence():
     np.testing.assert_allclose(mfcc, loud, atol=1e-3)
 
 
-def test_face_detected_on_real_clip_and_fallback_flagged():
+def test_face_found_in_every_frame_of_a_real_clip_and_none_in_a_blank_one(detector):
     clip = sorted(corpus_dir("cremad_av").glob("*.flv"))[0]
-    crops = decode_clip(clip, CFG, MediaLimits()).faces.crops
-    assert sum(c.detected for c in crops) >= len(crops) - 1
-    assert crops[0].image.shape == (CFG.image_size, CFG.image_size)
-    blank = visual.crop_face(np.full((240, 320), 128, np.uint8), CFG)
-    assert not blank.detected and blank.image.shape == (CFG.image_size, CFG.image_size)
+    faces = decode_clip(clip, CFG, MediaLimits(), detector=detector).faces
+    assert faces.frames >= 8 and len(faces) == faces.frames and not faces.flagged
+    assert all(c.detected and c.reason == "" for c in faces.crops)
+    assert faces.crops[0].image.shape == (CFG.image_size, CFG.image_size)
+    assert visual.detect_face(np.full((240, 320), 128, np.uint8), detector, CFG) is None
 
 
 def test_summary_selection_picks_one_frame_per_cluster_in_time_order():

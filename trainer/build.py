@@ -19,7 +19,7 @@ from .stages.audio import audio_encoder, audio_features
 from .stages.classifiers import classifiers
 from .stages.data import prepare_data
 from .stages.evaluation import evaluation
-from .stages.faces import face_backbone, face_features
+from .stages.faces import face_backbone, face_detector, face_features
 from .stages.fusion import pairs
 from .stages.publish import make_manifest, publish
 from .stages.selection import feature_selection
@@ -64,14 +64,15 @@ def _stages(ctx: BuildContext) -> Path:
     audio = run_stage(ctx, "audio_features", audio_features, corpora)
     audio_enc = run_stage(ctx, "audio_encoder", audio_encoder, audio)
     backbone = run_stage(ctx, "face_backbone", face_backbone, corpora)
+    detector = run_stage(ctx, "face_detector", face_detector)
     faces = run_stage(ctx, "face_features", face_features, corpora, backbone,
                       lambda frame_enc: sessions(audio_enc.export, backbone.export, frame_enc))
-    encoders = sessions(audio_enc.export, backbone.export, faces.frame_encoder)
+    encoders = sessions(audio_enc.export, backbone.export, faces.frame_encoder, detector.export)
     fused = run_stage(ctx, "pairs", pairs, corpora, audio, faces, encoders)
     selection = run_stage(ctx, "feature_selection", feature_selection, fused)
     clfs = run_stage(ctx, "classifiers", classifiers, fused, selection)
     ev = run_stage(ctx, "evaluation", evaluation, corpora, audio, faces, fused, selection, clfs, encoders)
     exports = {"audio_encoder": audio_enc.export, "image_features": backbone.export,
-               "frame_encoder": faces.frame_encoder, **clfs.exports}
+               "frame_encoder": faces.frame_encoder, "face_detector": detector.export, **clfs.exports}
     manifest = make_manifest(ctx, corpora, exports, backbone, faces, selection, clfs, ev)
     return run_stage(ctx, "publish", publish, manifest)

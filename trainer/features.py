@@ -68,7 +68,15 @@ def image_features(crops: np.ndarray, cfg: PipelineConfig, encoders: Encoders, b
 
 def video_sequences(samples: Sequence[Sample], cfg: PipelineConfig, encoders: Encoders,
                     limits: MediaLimits | None = None) -> np.ndarray:
-    """Fusion sequences of real audio-visual files: exactly `POST /predict`'s feature path."""
-    return np.stack([extract_file(Path(s.path), cfg, encoders, limits).sequence
-                     for s in progress(samples, "video: full pipeline")]) if samples else np.zeros(
-        (0, cfg.k_summary, cfg.step_dim), np.float32)
+    """Fusion sequences of real audio-visual files: exactly `POST /predict`'s feature path.
+    The face detector is the encoders' (`face_detector` session); encoders without one get
+    the pinned BlazeFace conversion (`trainer.detector.default_detector`)."""
+    if not samples:
+        return np.zeros((0, cfg.k_summary, cfg.step_dim), np.float32)
+    detector = getattr(encoders, "face_detector", None)
+    if detector is None:
+        from .detector import default_detector
+
+        detector = default_detector()
+    return np.stack([extract_file(Path(s.path), cfg, encoders, limits, detector=detector).sequence
+                     for s in progress(samples, "video: full pipeline")])

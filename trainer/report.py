@@ -138,10 +138,21 @@ def _paper_tables(manifest: Manifest) -> list[str]:
     ] + [_row(name, view, m) for name, views in paper["models"].items() for view, m in views.items()]
 
 
+def _detector_card(manifest: Manifest) -> list[str]:
+    det = manifest.artifacts.get("face_detector")
+    if det is None:
+        return []
+    from .detector import MODEL_CARD, TFLITE_SHA256
+
+    pre = manifest.preprocessing
+    return [MODEL_CARD.format(tflite=TFLITE_SHA256, diff=det.parity_max_abs_diff or 0.0,
+                              scale=pre.get("face_crop_scale"), offset=pre.get("face_crop_offset"))]
+
+
 def write_report(bundle_dir: Path, manifest: Manifest) -> None:
     (bundle_dir / "metrics.json").write_text(json.dumps(manifest.metrics, indent=2) + "\n")
     lines = (_header(manifest) + _test_tables(manifest) + _calibration_table(manifest) + _face_tables(manifest)
-             + _selection_tables(manifest) + _paper_tables(manifest))
+             + _selection_tables(manifest) + _paper_tables(manifest) + _detector_card(manifest))
     if manifest.report_figures:
         lines += ["", "Figures (test split):", ""] + [f"![{f}]({f})" for f in manifest.report_figures]
     (bundle_dir / "report.md").write_text("\n".join(lines) + "\n")

@@ -6,19 +6,21 @@ the bundle; the trainer runs the very same sessions after exporting them, so tra
 features and serving features cannot drift apart.
 
 Decoding is streamed: audio blocks become mel frames (`audio.AudioAccumulator`) and each
-sampled frame becomes a 64x64 face crop as soon as it is decoded, so what a clip keeps
-in memory is small per second and bounded in total (at most `max_frames` crops, or
-`k_summary` per timeline segment). Audio and frames decode in parallel, and faces are
-detected while ffmpeg decodes, so the stage timings overlap: `face_detection` (summed
-over its threads) runs inside `decode_frames`, beside `decode_audio`.
+sampled frame becomes an aligned 64x64 face crop as soon as it is decoded, so what a clip
+keeps in memory is small per second and bounded in total (at most `max_frames` crops, or
+`k_summary` per timeline segment). Audio and frames decode in parallel; faces are detected
+(BlazeFace, the bundle's `face_detector`) on each frame as it arrives while ffmpeg keeps
+decoding the next ones into the pipe, so the stage timings overlap: `face_detection` runs
+inside `decode_frames`, beside `decode_audio`.
+
+A frame without a usable face contributes nothing to the face side: `FaceTrack` holds the
+frames with a face only (and counts the others); a clip without any is answered from audio.
 """
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -28,20 +30,8 @@ import numpy as np
 from . import audio, audio_frames, fusion, media, visual
 from .budget import Budget, LinkedBudget
 from .config import MediaLimits, PipelineConfig
+from .face_detector import BlazeFace
 from .timing import StageTimer
-
-
-# Face detection threads, shared by all requests and kept alive so that each keeps its
-# loaded Haar cascade (10 ms to load): both cores of a small host for one clip.
-_FACE_WORKERS = 2
-_face_pool: ThreadPoolExecutor | None = None
-
-
-def _faces_pool() -> ThreadPoolExecutor:
-    global _face_pool
-    if _face_pool is None:
-        _face_pool = ThreadPoolExecutor(_FACE_WORKERS, thread_name_prefix="faces")
-    return _face_pool
 
 
 class Encoders(Protocol):
@@ -52,20 +42,32 @@ class Encoders(Protocol):
 
 @dataclass
 class FaceTrack:
-    """Face crops of the sampled frames, in time order."""
+    """Aligned face crops of the sampled frames that show a usable face, in time order.
+    Frames without one are only counted: `frames` sampled in all, `flagged` by reason
+    (a face was found but is too small, turned or blurred), the rest had no face."""
 
     crops: list[visual.FaceCrop]
     times: np.ndarray                     # seconds on the owner's clock [N]
-    index: np.ndarray                     # frame numbers in the whole clip [N]
+    index: np.ndarray                     # numbers of these frames among the clip's sampled frames [N]
     latents: np.ndarray | None = None     # frame-autoencoder codes [N, code_dim], once encoded
+    frames: int = 0                       # frames sampled (with a face or not)
+    flagged: dict[str, int] = field(default_factory=dict)
+    frame_times: np.ndarray | None = None  # times of every sampled frame (segments count from them)
 
     def __len__(self) -> int:
         return len(self.crops)
 
+    @property
+    def without_face(self) -> int:
+        return self.frames - len(self.crops) - sum(self.flagged.values())
+
     def slice(self, start_s: float, end_s: float) -> "FaceTrack":
         keep = np.flatnonzero((self.times >= start_s) & (self.times < end_s))
+        all_times = self.frame_times if self.frame_times is not None else self.times
+        inside = all_times[(all_times >= start_s) & (all_times < end_s)]
         return FaceTrack([self.crops[i] for i in keep], self.times[keep] - start_s, self.index[keep],
-                         None if self.latents is None else self.latents[keep])
+                         None if self.latents is None else self.latents[keep], len(inside),
+                         frame_times=inside - start_s)
 
 
 @dataclass
@@ -86,9 +88,12 @@ class ClipFeatures:
     summary_times: np.ndarray          # seconds [K], time-ordered
     face_detected: np.ndarray          # bool [K]
     audio_used: bool
-    video_used: bool
+    video_used: bool                   # face features are in the sequence (some frame showed a usable face)
     duration_s: float
     timings: StageTimer = field(default_factory=StageTimer)
+    frames: int = 0                    # video frames sampled
+    frames_with_face: int = 0          # ... of which showed a usable face
+    flagged: dict[str, int] = field(default_factory=dict)  # ... faces found but not used, by reason
 
 
 def frame_rate(info: media.MediaInfo, cfg: PipelineConfig, segment_s: float | None = None) -> float:
@@ -109,50 +114,45 @@ def _decode_audio(path: Path, cfg: PipelineConfig, limits: MediaLimits, budget: 
         return acc.finish()
 
 
-def warm_up_faces(cfg: PipelineConfig) -> None:
-    """Start every face thread and load its cascade before the first request needs it."""
-    barrier = threading.Barrier(_FACE_WORKERS)
-    blank = np.full((120, 160), 128, np.uint8)
-
-    def load() -> None:
-        barrier.wait(timeout=10)  # each task on a thread of its own
-        visual.crop_face(blank, cfg)
-
-    for f in [_faces_pool().submit(load) for _ in range(_FACE_WORKERS)]:
-        f.result()
+def warm_up_faces(cfg: PipelineConfig, detector: BlazeFace | None = None) -> None:
+    """Run the face detector once before the first request needs it (ONNX Runtime's first
+    run allocates). Without a detector there is nothing to warm up."""
+    if detector is not None:
+        visual.detect_face(np.full((120, 160), 128, np.uint8), detector, cfg)
 
 
 def _decode_faces(path: Path, info: media.MediaInfo, cfg: PipelineConfig, limits: MediaLimits,
-                  segment_s: float | None, budget: Budget, timer: StageTimer) -> FaceTrack:
-    """Face crops of the sampled frames. Detection runs on `_FACE_WORKERS` threads (OpenCV
-    releases the GIL) while ffmpeg keeps decoding; at most 2 frames per worker wait, so
-    memory stays bounded whatever the clip length."""
+                  segment_s: float | None, budget: Budget, timer: StageTimer, detector: BlazeFace) -> FaceTrack:
+    """Aligned face crops of the sampled frames. Each frame is run through the detector as
+    it arrives, on this thread: ffmpeg, a separate process, keeps decoding into its (1 MiB)
+    pipe meanwhile, so detection overlaps decoding without threads of our own, and memory
+    stays bounded (one frame at a time) whatever the clip length."""
     rate = frame_rate(info, cfg, segment_s)
     cap = max(cfg.max_frames, int(math.ceil(rate * info.duration_s)) + 1) if segment_s else cfg.max_frames
+    all_times: list[float] = []
     times: list[float] = []
-    pending: deque[Future] = deque()
+    index: list[int] = []
     crops: list[visual.FaceCrop] = []
-
-    def detect(frame: np.ndarray) -> visual.FaceCrop:
-        start = time.perf_counter()
-        crop = visual.crop_face(frame, cfg)
-        timer.add("face_detection", (time.perf_counter() - start) * 1000.0)
-        return crop
-
-    pool = _faces_pool()
+    flagged: dict[str, int] = {}
+    detect_ms = 0.0
     with timer.stage("decode_frames"):
-        try:
-            for t, frame in media.stream_frames(path, info, rate, cap, cfg.frame_max_side, limits.timeout_s,
-                                                budget, limits.allowed_formats):
-                times.append(t)
-                pending.append(pool.submit(detect, frame))
-                while len(pending) > 2 * _FACE_WORKERS:
-                    crops.append(pending.popleft().result())
-            crops.extend(f.result() for f in pending)
-        finally:
-            for f in pending:
-                f.cancel()
-    return FaceTrack(crops, np.asarray(times, np.float64), np.arange(len(crops)))
+        for i, (t, frame) in enumerate(media.stream_frames(path, info, rate, cap, cfg.frame_max_side,
+                                                            limits.timeout_s, budget, limits.allowed_formats)):
+            all_times.append(t)
+            start = time.perf_counter()
+            crop = visual.detect_face(frame, detector, cfg)
+            detect_ms += (time.perf_counter() - start) * 1000.0
+            if crop is None:
+                continue
+            if not crop.detected:
+                flagged[crop.reason] = flagged.get(crop.reason, 0) + 1
+                continue
+            crops.append(crop)
+            times.append(t)
+            index.append(i)
+    timer.add("face_detection", detect_ms)
+    return FaceTrack(crops, np.asarray(times, np.float64), np.asarray(index, np.int64), frames=len(all_times),
+                     flagged=flagged, frame_times=np.asarray(all_times, np.float64))
 
 
 def probe(path: Path, limits: MediaLimits, timer: StageTimer, budget: Budget | None = None) -> media.MediaInfo:
@@ -162,13 +162,17 @@ def probe(path: Path, limits: MediaLimits, timer: StageTimer, budget: Budget | N
 
 def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: StageTimer | None = None,
                 budget: Budget | None = None, info: media.MediaInfo | None = None,
-                segment_s: float | None = None) -> DecodedClip:
+                segment_s: float | None = None, detector: BlazeFace | None = None) -> DecodedClip:
     """Probe (unless `info` is given), then decode audio (to mel frames) and sampled frames
-    (to face crops) in parallel. `segment_s`: sample frames densely enough for a timeline
-    with segments of that length."""
+    (to aligned face crops, through `detector`) in parallel. `segment_s`: sample frames
+    densely enough for a timeline with segments of that length. A file with a video stream
+    needs the detector: no face is ever guessed."""
     timer = timer or StageTimer()
     budget = budget or Budget()
     info = info or probe(path, limits, timer, budget)
+    if info.has_video and detector is None:
+        raise ValueError("a video needs a face detector: the bundle's face_detector artifact "
+                         "(trainer.detector adds one to a bundle that lacks it)")
     track = None
     faces = FaceTrack([], np.zeros(0), np.zeros(0, np.int64))
     audio_budget = LinkedBudget(budget)
@@ -176,13 +180,13 @@ def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: Sta
         pending = pool.submit(_decode_audio, path, cfg, limits, audio_budget, timer) if info.has_audio else None
         try:
             if info.has_video:
-                faces = _decode_faces(path, info, cfg, limits, segment_s, budget, timer)
+                faces = _decode_faces(path, info, cfg, limits, segment_s, budget, timer, detector)
         except BaseException:
             audio_budget.cancel()  # do not keep decoding audio for a request that has failed
             raise
         if pending is not None:
             track = pending.result()
-    if (track is None or track.n_samples == 0) and len(faces) == 0:
+    if (track is None or track.n_samples == 0) and faces.frames == 0:
         raise media.MediaError("no_usable_stream", "no audio samples or video frames could be decoded")
     return DecodedClip(info, track, faces)
 
@@ -287,7 +291,7 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, ti
             image_feats = images(clip.faces.index[chosen])
         times = clip.faces.times[chosen]
         detected = np.array([clip.faces.crops[i].detected for i in chosen])
-    else:
+    else:  # no face in any frame: the audio-only view, exactly as the classifier learned it
         times = fusion.step_times(clip.info.duration_s, cfg.k_summary)
     seq = assemble(cfg, codes, code_times, image_feats, detected, times, active, frames)
     return ClipFeatures(
@@ -298,13 +302,18 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, ti
         video_used=image_feats is not None,
         duration_s=clip.info.duration_s,
         timings=timer,
+        frames=clip.faces.frames,
+        frames_with_face=len(clip.faces),
+        flagged=dict(clip.faces.flagged),
     )
 
 
 def extract_file(path: Path, cfg: PipelineConfig, encoders: Encoders, limits: MediaLimits | None = None,
-                 timer: StageTimer | None = None) -> ClipFeatures:
+                 timer: StageTimer | None = None, detector: BlazeFace | None = None) -> ClipFeatures:
     """Decode a media file and compute its fusion sequence: the single entry point that
-    both `trainer build` (for audio-visual corpora) and `POST /predict` use."""
+    both `trainer build` (for audio-visual corpora) and `POST /predict` use. The face
+    detector comes with the encoders (`EncoderSessions.face_detector`) unless given."""
     timer = timer or StageTimer()
-    clip = decode_clip(path, cfg, limits or MediaLimits(), timer)
+    detector = detector or getattr(encoders, "face_detector", None)
+    clip = decode_clip(path, cfg, limits or MediaLimits(), timer, detector=detector)
     return clip_features(clip, cfg, encoders, timer)

@@ -1,7 +1,7 @@
 """Faces and summary frames (paper Alg. 2 and the input side of Alg. 3)."""
 from __future__ import annotations
 
-import threading
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -9,52 +9,105 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from .config import PipelineConfig
+from .face_detector import BlazeFace, Face
 
-_CASCADE = "haarcascade_frontalface_default.xml"
-_local = threading.local()
-
-
-def _detector() -> cv2.CascadeClassifier:
-    # One classifier per thread: detectMultiScale on a shared instance is not documented as thread-safe.
-    det = getattr(_local, "detector", None)
-    if det is None:
-        det = cv2.CascadeClassifier(cv2.data.haarcascades + _CASCADE)
-        if det.empty():
-            raise RuntimeError(f"OpenCV Haar cascade {_CASCADE} could not be loaded")
-        _local.detector = det
-    return det
+# Why a detected face is not used (`FaceCrop.reason`); "" = used.
+TOO_SMALL, TURNED, BLURRED = "too_small", "turned", "blurred"
 
 
 @dataclass(frozen=True)
 class FaceCrop:
-    image: np.ndarray      # uint8 grey, image_size x image_size
-    detected: bool         # False: centre-of-frame fallback
+    image: np.ndarray      # uint8 grey, image_size x image_size: the aligned face
+    detected: bool = True  # a usable face (False: `reason` says why it is flagged)
+    reason: str = ""       # "", or why the face is not used: too_small, turned, blurred
+    score: float = 1.0     # detector score (1 for corpus faces)
 
 
-def _square(x0: float, y0: float, side: float, w: int, h: int) -> tuple[int, int, int, int]:
-    side = min(side, w, h)
-    x0 = min(max(0.0, x0), w - side)
-    y0 = min(max(0.0, y0), h - side)
-    return int(round(x0)), int(round(y0)), int(round(x0 + side)), int(round(y0 + side))
+@dataclass(frozen=True)
+class Pose:
+    """Keypoint geometry of a detection, in the face's own frame (eyes level)."""
+
+    roll_deg: float        # angle of the eye line (image y down: positive = clockwise)
+    yaw: float             # nose tip sideways from the eye midpoint, in eye distances (0 = frontal)
+    pitch: float           # nose tip below the eye line, in eye-to-mouth distances
 
 
-def crop_face(frame: np.ndarray, cfg: PipelineConfig) -> FaceCrop:
-    """Largest frontal face grown by the margin, square; else the centre square, flagged."""
-    h, w = frame.shape
-    faces = _detector().detectMultiScale(
-        cv2.equalizeHist(frame), scaleFactor=1.1, minNeighbors=5, minSize=(cfg.face_min_size, cfg.face_min_size)
-    )
-    if len(faces):
-        fx, fy, fw, fh = max(faces, key=lambda f: f[2] * f[3])
-        side = max(fw, fh) * (1 + 2 * cfg.face_margin)
-        box = _square(fx + fw / 2 - side / 2, fy + fh / 2 - side / 2, side, w, h)
-        detected = True
+def pose(face: Face) -> Pose:
+    right_eye, left_eye, nose, mouth = face.keypoints[:4].astype(np.float64)
+    theta = math.atan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0])
+    along = np.array([math.cos(theta), math.sin(theta)])
+    down = np.array([-math.sin(theta), math.cos(theta)])
+    mid = (right_eye + left_eye) / 2
+    eye_dist = max(float(np.linalg.norm(left_eye - right_eye)), 1e-6)
+    mouth_dist = max(float((mouth - mid) @ down), 1e-6)
+    return Pose(math.degrees(theta), float((nose - mid) @ along) / eye_dist, float((nose - mid) @ down) / mouth_dist)
+
+
+def face_size(face: Face) -> float:
+    """The face's scale for framing: eye distance + distance from the eye midpoint to the mouth.
+    Unlike the detector's box it does not change when the head rolls (CREMA-D frames rotated
+    by ±10-20°: median ratio to upright 1.004, 10th-90th percentile 0.98-1.03; box 0.97, 0.94-1.02),
+    and it frames the face corpora as tightly (FER2013 spread 8.7 %, CK+ 2.8 %; box 8.3 %, 3.0 %)."""
+    right_eye, left_eye, _, mouth = face.keypoints[:4].astype(np.float64)
+    mid = (right_eye + left_eye) / 2
+    return float(np.linalg.norm(left_eye - right_eye) + np.linalg.norm(mouth - mid))
+
+
+def align_face(frame: np.ndarray, face: Face, cfg: PipelineConfig) -> np.ndarray:
+    """The face rotated so its eyes are level, cropped square like a FER2013/CK+ face
+    (side `face_crop_scale` x `face_size`, centred `face_crop_offset` x `face_size` below the
+    eye midpoint, across the eye line), grey uint8 image_size²."""
+    right_eye, left_eye = face.keypoints[0].astype(np.float64), face.keypoints[1].astype(np.float64)
+    theta = math.atan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0])
+    cos, sin = math.cos(theta), math.sin(theta)
+    size = face_size(face)
+    side = max(cfg.face_crop_scale * size, 1.0)
+    centre = (right_eye + left_eye) / 2 + cfg.face_crop_offset * size * np.array([-sin, cos])
+    # Warp at about the source resolution, then shrink with an area filter (a warp alone
+    # would alias when the face is larger than the crop).
+    out = max(cfg.image_size, int(round(side)))
+    k = out / side
+    m = np.array([[k * cos, k * sin, 0.0], [-k * sin, k * cos, 0.0]])
+    m[:, 2] = out / 2 - m[:, :2] @ centre
+    crop = cv2.warpAffine(frame, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return resize(crop, cfg.image_size) if out != cfg.image_size else crop
+
+
+def sharpness(crop: np.ndarray) -> float:
+    """Contrast-free sharpness of a crop: variance of its Laplacian over its variance."""
+    img = crop.astype(np.float32)
+    var = float(img.var())
+    return float(cv2.Laplacian(img, cv2.CV_32F).var()) / var if var > 1e-6 else 0.0
+
+
+def face_crop(frame: np.ndarray, face: Face, cfg: PipelineConfig) -> FaceCrop:
+    """Aligned crop of a detection, flagged when too small, too turned or too blurred."""
+    image = align_face(frame, face, cfg)
+    p = pose(face)
+    if face.width < cfg.face_min_size:
+        reason = TOO_SMALL
+    elif abs(p.yaw) > cfg.face_max_yaw or not cfg.face_min_pitch <= p.pitch <= cfg.face_max_pitch:
+        reason = TURNED
+    elif sharpness(image) < cfg.face_min_sharpness:
+        reason = BLURRED
     else:
-        side = 0.8 * min(w, h)
-        box = _square((w - side) / 2, (h - side) / 2, side, w, h)
-        detected = False
-    x0, y0, x1, y1 = box
-    return FaceCrop(resize(frame[y0:y1, x0:x1], cfg.image_size), detected)
+        reason = ""
+    return FaceCrop(image, not reason, reason, face.score)
+
+
+def find_faces(frame: np.ndarray, detector: BlazeFace, cfg: PipelineConfig) -> list[Face]:
+    """Faces of a frame, largest first: the whole frame at 128 px, and when that finds none,
+    2x2 tiles of `face_tile_fraction` x its long side (smaller faces; 0 = no second pass)."""
+    faces = detector.detect(frame, cfg.face_score_threshold, cfg.face_nms_iou)
+    if not faces and cfg.face_tile_fraction > 0:
+        faces = detector.detect_tiles(frame, cfg.face_tile_fraction, cfg.face_score_threshold, cfg.face_nms_iou)
+    return faces
+
+
+def detect_face(frame: np.ndarray, detector: BlazeFace, cfg: PipelineConfig) -> FaceCrop | None:
+    """The largest face of a frame, aligned (flagged if unusable); None when there is none."""
+    faces = find_faces(frame, detector, cfg)
+    return face_crop(frame, faces[0], cfg) if faces else None
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -71,7 +124,7 @@ def corpus_face(image: np.ndarray, cfg: PipelineConfig) -> FaceCrop:
     h, w = image.shape
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
-    return FaceCrop(resize(image[y0:y0 + side, x0:x0 + side], cfg.image_size), True)
+    return FaceCrop(resize(image[y0:y0 + side, x0:x0 + side], cfg.image_size))
 
 
 def thumbnails(crops: list[FaceCrop] | np.ndarray, cfg: PipelineConfig) -> np.ndarray:

@@ -1,6 +1,6 @@
 """`trainer build` as named stages (issue 13), each a function with typed inputs and outputs:
 
-    data -> audio_features -> audio_encoder -> face_backbone -> face_features -> pairs
+    data -> audio_features -> audio_encoder -> face_backbone -> face_detector -> face_features -> pairs
          -> feature_selection -> classifiers -> evaluation -> publish
 
 `run_stage` logs each stage with its duration and keeps its output in the build cache
@@ -30,7 +30,7 @@ from ..recipe import BuildOptions, Recipe
 
 log = logging.getLogger("trainer")
 SPLITS = ("train", "val", "test")
-STAGES = ("data", "audio_features", "audio_encoder", "face_backbone", "face_features", "pairs",
+STAGES = ("data", "audio_features", "audio_encoder", "face_backbone", "face_detector", "face_features", "pairs",
           "feature_selection", "classifiers", "evaluation", "publish")
 ALWAYS_RUN = {"data", "audio_features", "evaluation", "publish"}
 T = TypeVar("T")
@@ -103,7 +103,7 @@ def _encode(value: Any, arrays: dict[str, np.ndarray], files: list[Path], key: s
         files.append(value.path)
         d = value.to_dict()
         d["path"] = value.path.name
-        return {"__export__": d}
+        return {"__export__": d, "cls": type(value).__name__}
     if dataclasses.is_dataclass(value) and type(value).__name__ in _REGISTRY:
         return {"__dataclass__": type(value).__name__,
                 "fields": {f.name: _encode(getattr(value, f.name), arrays, files, f"{key}.{f.name}")
@@ -126,6 +126,10 @@ def _decode(value: Any, arrays, staging: Path, store: Path) -> Any:
             target = staging / d["path"]
             shutil.copy2(store / d["path"], target)
             d["path"] = target
+            if value.get("cls") == "DetectorExport":
+                from ..detector import DetectorExport
+
+                return DetectorExport(**d)
             return ExportResult(**d)
         if "__dataclass__" in value:
             cls = _REGISTRY[value["__dataclass__"]]

@@ -124,6 +124,20 @@ def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
 
 @stage_output
 @dataclass
+class FaceDetector:
+    export: ExportResult                 # a trainer.detector.DetectorExport (both outputs, licence, source)
+
+
+def face_detector(ctx: BuildContext) -> FaceDetector:
+    """BlazeFace (MediaPipe, Apache-2.0) converted to ONNX and checked against TFLite (trainer/detector.py)."""
+    from ..detector import DEFAULT_CACHE, export_face_detector
+
+    cache = ctx.opts.cache_dir.parent / "detector" if ctx.opts.cache_dir else DEFAULT_CACHE
+    return FaceDetector(export_face_detector(ctx.staging, cache_dir=cache))
+
+
+@stage_output
+@dataclass
 class FaceFeatures:
     frame_encoder: ExportResult
     features: dict[str, np.ndarray]     # split -> [n, variants, image_feature_dim] through the exported backbone
