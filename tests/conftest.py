@@ -66,9 +66,6 @@ def quick_bundle(tmp_path_factory, data_dir) -> Path:
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         pytest.fail(f"trainer build --profile quick failed:\n{proc.stderr[-4000:]}")
-    if not (out / "face_detector.onnx").is_file():  # a build that does not export the detector yet
-        from trainer.detector import add_face_detector
-        add_face_detector(out)
     return out
 
 
