@@ -99,7 +99,9 @@ def test_streamed_mfcc_equals_librosa_on_the_whole_signal():
     for a in range(0, len(signal), 7777):  # block boundaries anywhere
         acc.feed(signal[a:a + 7777])
     blocks, _ = acc.finish().mfcc(CFG)
-    np.testing.assert_array_equal(blocks, whole)
+    # Equal up to float32 rounding: BLAS blocks the mel matrix product differently for other
+    # chunk sizes (seen here: 2e-6 relative on an AMD EPYC; exactly equal on other CPUs).
+    np.testing.assert_allclose(blocks, whole, rtol=1e-5, atol=1e-4)
 
 
 def test_audio_track_slice_is_normalised_by_its_own_peak():
