@@ -95,6 +95,83 @@ def _validate(X: np.ndarray, y: np.ndarray, groups: np.ndarray, always_keep: Seq
     return np.unique(np.where(keep < 0, keep + D, keep))
 
 
+def _check_choices(method: str, transfer: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if transfer not in _TRANSFERS:
+        raise ValueError(f"transfer must be 's' or 'v', got {transfer!r}")
+
+
+def _mutual_info_mask(X: np.ndarray, y: np.ndarray, keep: np.ndarray, k: int | None, seed: int) -> np.ndarray:
+    """The ``k`` highest-``mutual_info_classif`` features (default ``D // 4``, at least 1) plus ``keep``."""
+    D = X.shape[1]
+    kk = max(1, D // 4) if k is None else int(k)
+    if not 1 <= kk <= D:
+        raise ValueError(f"k must be in [1, {D}], got {k}")
+    scores = mutual_info_classif(X, y, random_state=seed)
+    order = np.argsort(-scores, kind="stable")  # ties: lower index first
+    mask = np.zeros(D, dtype=bool)
+    mask[order[:kk]] = True
+    mask[keep] = True
+    return mask
+
+
+def _zoa_search_mask(
+    fitness: SubsetFitness,
+    D: int,
+    keep: np.ndarray,
+    *,
+    variant: str,
+    transfer: str,
+    population: int,
+    iterations: int,
+    seed: int,
+    progress: Callable[[int, int, float], None] | None,
+) -> tuple[np.ndarray, list[float]]:
+    """IZOA / ZOA wrapper search over the free features; returns the best mask and the
+    best-fitness history (empty when there is nothing to search)."""
+    free = np.setdiff1d(np.arange(D), keep)
+    if free.size == 0:  # everything is forced in: nothing to search
+        return np.ones(D, dtype=bool), []
+
+    def to_mask(position: np.ndarray) -> np.ndarray:
+        mask = np.zeros(D, dtype=bool)
+        mask[keep] = True
+        mask[free[position_to_bits(position, transfer)]] = True
+        return mask
+
+    def objective(position: np.ndarray) -> float:
+        return fitness(to_mask(position))
+
+    lower, upper = POSITION_BOUNDS
+    res = zoa_minimize(
+        objective,
+        int(free.size),
+        population=population,
+        iterations=iterations,
+        lower=lower,
+        upper=upper,
+        variant=variant,
+        rng=np.random.default_rng(seed),
+        progress=progress,
+    )
+    return to_mask(res.best_position), list(res.history)
+
+
+def _result(fitness: SubsetFitness, method: str, mask: np.ndarray, history: list[float]) -> SelectionResult:
+    """Score ``mask`` with the shared fitness (so methods compare) and assemble the result."""
+    fit, err = fitness.evaluate(mask)
+    return SelectionResult(
+        mask=mask,
+        fitness=fit,
+        cv_error=err,
+        n_selected=int(mask.sum()),
+        history=history if history else [fit],
+        evaluations=fitness.evaluations,
+        method=method,
+    )
+
+
 def select_features(
     X: np.ndarray,
     y: np.ndarray,
@@ -132,10 +209,7 @@ def select_features(
     group-aware fitness, so methods can be compared. ``seed`` makes every method
     reproducible.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if transfer not in _TRANSFERS:
-        raise ValueError(f"transfer must be 's' or 'v', got {transfer!r}")
+    _check_choices(method, transfer)
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     groups = np.asarray(groups)
@@ -143,57 +217,19 @@ def select_features(
     D = X.shape[1]
     fitness = SubsetFitness(X, y, groups, alpha=alpha, classifier=classifier, cv_folds=cv_folds)
 
-    def finish(mask: np.ndarray, history: list[float]) -> SelectionResult:
-        fit, err = fitness.evaluate(mask)
-        return SelectionResult(
-            mask=mask,
-            fitness=fit,
-            cv_error=err,
-            n_selected=int(mask.sum()),
-            history=history if history else [fit],
-            evaluations=fitness.evaluations,
-            method=method,
-        )
-
     if method == "none":
-        mask = np.ones(D, dtype=bool)
-        return finish(mask, [])
-
+        return _result(fitness, method, np.ones(D, dtype=bool), [])
     if method == "mutual_info":
-        kk = max(1, D // 4) if k is None else int(k)
-        if not 1 <= kk <= D:
-            raise ValueError(f"k must be in [1, {D}], got {k}")
-        scores = mutual_info_classif(X, y, random_state=seed)
-        order = np.argsort(-scores, kind="stable")  # ties: lower index first
-        mask = np.zeros(D, dtype=bool)
-        mask[order[:kk]] = True
-        mask[keep] = True
-        return finish(mask, [])
-
-    # --- IZOA / ZOA wrapper search over the free features.
-    free = np.setdiff1d(np.arange(D), keep)
-    if free.size == 0:  # everything is forced in: nothing to search
-        return finish(np.ones(D, dtype=bool), [])
-
-    def to_mask(position: np.ndarray) -> np.ndarray:
-        mask = np.zeros(D, dtype=bool)
-        mask[keep] = True
-        mask[free[position_to_bits(position, transfer)]] = True
-        return mask
-
-    def objective(position: np.ndarray) -> float:
-        return fitness(to_mask(position))
-
-    lower, upper = POSITION_BOUNDS
-    res = zoa_minimize(
-        objective,
-        int(free.size),
+        return _result(fitness, method, _mutual_info_mask(X, y, keep, k, seed), [])
+    mask, history = _zoa_search_mask(
+        fitness,
+        D,
+        keep,
+        variant=method,
+        transfer=transfer,
         population=population,
         iterations=iterations,
-        lower=lower,
-        upper=upper,
-        variant=method,
-        rng=np.random.default_rng(seed),
+        seed=seed,
         progress=progress,
     )
-    return finish(to_mask(res.best_position), list(res.history))
+    return _result(fitness, method, mask, history)

@@ -162,6 +162,126 @@ def _draw_I(rng: np.random.Generator) -> int:
     return int(np.rint(1.0 + rng.random()))
 
 
+def _check_arguments(variant: str, dim: int, population: int, iterations: int, lower: float, upper: float) -> None:
+    if variant not in ("zoa", "izoa"):
+        raise ValueError(f"variant must be 'zoa' or 'izoa', got {variant!r}")
+    if dim < 1:
+        raise ValueError("dim must be >= 1")
+    if population < 2:
+        raise ValueError("population must be >= 2 (phase 2 needs another zebra)")
+    if iterations < 1:
+        raise ValueError("iterations must be >= 1")
+    if not lower < upper:
+        raise ValueError("lower must be < upper")
+
+
+class _CountedObjective:
+    """The objective as a float, counting the calls made (``ZOAResult.calls``)."""
+
+    def __init__(self, objective: Objective):
+        self.objective = objective
+        self.calls = 0
+
+    def __call__(self, x: np.ndarray) -> float:
+        self.calls += 1
+        return float(self.objective(x))
+
+
+@dataclass
+class _Herd:
+    """The population the phases update in place: positions ``X`` (N, D), their fitness,
+    and the pioneer ``pz`` (best zebra so far, a copy) with its fitness ``fbest``."""
+
+    X: np.ndarray
+    fit: np.ndarray
+    pz: np.ndarray
+    fbest: float
+
+    def refresh_pioneer(self) -> int:
+        """Make the best current zebra the pioneer if it is at least as good; returns its index."""
+        ib = int(np.argmin(self.fit))
+        if self.fit[ib] <= self.fbest:
+            self.pz, self.fbest = self.X[ib].copy(), float(self.fit[ib])
+        return ib
+
+    def accept(self, i: int, x_new: np.ndarray, f_new: float) -> None:
+        """Greedy acceptance, Eq. (4)/(6): ties are accepted (reference code)."""
+        if f_new <= self.fit[i]:
+            self.X[i], self.fit[i] = x_new, f_new
+
+
+def _initial_herd(
+    evaluate: _CountedObjective, rng: np.random.Generator, N: int, D: int, lower: float, upper: float
+) -> _Herd:
+    # Initialisation: uniform in the box (reference code).
+    X = lower + rng.random((N, D)) * (upper - lower)
+    fit = np.array([evaluate(x) for x in X])
+    ib = int(np.argmin(fit))
+    return _Herd(X, fit, X[ib].copy(), float(fit[ib]))
+
+
+def _foraging_phase(
+    herd: _Herd,
+    evaluate: _CountedObjective,
+    rng: np.random.Generator,
+    lower: float,
+    upper: float,
+    levy: tuple[float, float] | None,
+) -> None:
+    """Phase 1: foraging (Eq. 3; IZOA Eq. L1 when ``levy = (beta, scale)``), greedy acceptance."""
+    N, D = herd.X.shape
+    for i in range(N):
+        I = _draw_I(rng)
+        r = rng.random(D)
+        step = None if levy is None else levy_step(rng, D, *levy)
+        x_new = np.clip(foraging_move(herd.X[i], herd.pz, r, I, step), lower, upper)
+        herd.accept(i, x_new, evaluate(x_new))
+
+
+def _defence_phase(
+    herd: _Herd,
+    evaluate: _CountedObjective,
+    rng: np.random.Generator,
+    lower: float,
+    upper: float,
+    factor: float,
+    R: float,
+) -> None:
+    """Phase 2: defence against predators (Eq. 5; IZOA Eq. L2 via ``factor``), greedy acceptance."""
+    N, D = herd.X.shape
+    for i in range(N):
+        Ps = rng.random()
+        if Ps < 0.5:  # S1: lion attack -> escape near the current position
+            r = rng.random(D)
+            x_new = lion_escape_move(herd.X[i], r, factor, R)
+        else:  # S2: other predators -> move towards the attacked zebra AZ
+            j = int(rng.integers(N - 1))
+            j = j + 1 if j >= i else j  # uniform over the other zebras
+            I = _draw_I(rng)
+            r = rng.random(D)
+            x_new = defence_move(herd.X[i], herd.X[j], r, I)
+        x_new = np.clip(x_new, lower, upper)
+        herd.accept(i, x_new, evaluate(x_new))
+
+
+def _cauchy_phase(
+    herd: _Herd,
+    ib: int,
+    evaluate: _CountedObjective,
+    rng: np.random.Generator,
+    lower: float,
+    upper: float,
+    scale: float,
+) -> None:
+    """IZOA: Cauchy mutation of the best (Eq. L3), greedy; a success replaces zebra ``ib``."""
+    c = rng.standard_cauchy(herd.X.shape[1])
+    x_c = np.clip(cauchy_mutation(herd.pz, c, scale), lower, upper)
+    f_c = evaluate(x_c)
+    if f_c <= herd.fbest:
+        herd.X[ib], herd.fit[ib] = x_c, f_c
+        herd.pz, herd.fbest = x_c.copy(), f_c
+
+
 def zoa_minimize(
     objective: Objective,
     dim: int,
@@ -183,92 +303,36 @@ def zoa_minimize(
 
     ``progress(t, iterations, best_fitness)`` is called once per iteration (t from 1).
     """
-    if variant not in ("zoa", "izoa"):
-        raise ValueError(f"variant must be 'zoa' or 'izoa', got {variant!r}")
-    if dim < 1:
-        raise ValueError("dim must be >= 1")
-    if population < 2:
-        raise ValueError("population must be >= 2 (phase 2 needs another zebra)")
-    if iterations < 1:
-        raise ValueError("iterations must be >= 1")
-    if not lower < upper:
-        raise ValueError("lower must be < upper")
+    _check_arguments(variant, dim, population, iterations, lower, upper)
     rng = np.random.default_rng() if rng is None else rng
     izoa = variant == "izoa"
-    N, D, T = population, dim, iterations
-    calls = 0
-
-    def evaluate(x: np.ndarray) -> float:
-        nonlocal calls
-        calls += 1
-        return float(objective(x))
-
-    # Initialisation: uniform in the box (reference code).
-    X = lower + rng.random((N, D)) * (upper - lower)
-    fit = np.array([evaluate(x) for x in X])
-    ib = int(np.argmin(fit))
-    PZ, fbest = X[ib].copy(), float(fit[ib])
+    T = iterations
+    evaluate = _CountedObjective(objective)
+    herd = _initial_herd(evaluate, rng, population, dim, lower, upper)
     history: list[float] = []
     pop_history: list[np.ndarray] = []
 
     for t in range(1, T + 1):
         # Pioneer zebra = best so far (reference code: updated at iteration start).
-        ib = int(np.argmin(fit))
-        if fit[ib] <= fbest:
-            PZ, fbest = X[ib].copy(), float(fit[ib])
-
-        # ---- Phase 1: foraging (Eq. 3; IZOA Eq. L1), greedy acceptance.
-        for i in range(N):
-            I = _draw_I(rng)
-            r = rng.random(D)
-            levy = levy_step(rng, D, levy_beta, levy_scale) if izoa else None
-            x_new = np.clip(foraging_move(X[i], PZ, r, I, levy), lower, upper)
-            f_new = evaluate(x_new)
-            if f_new <= fit[i]:
-                X[i], fit[i] = x_new, f_new
-
-        # ---- Phase 2: defence against predators (Eq. 5; IZOA Eq. L2), greedy acceptance.
+        herd.refresh_pioneer()
+        _foraging_phase(herd, evaluate, rng, lower, upper, (levy_beta, levy_scale) if izoa else None)
         factor = convergence_factor(t, T, "cosine" if izoa else "linear")
-        for i in range(N):
-            Ps = rng.random()
-            if Ps < 0.5:  # S1: lion attack -> escape near the current position
-                r = rng.random(D)
-                x_new = lion_escape_move(X[i], r, factor, R)
-            else:  # S2: other predators -> move towards the attacked zebra AZ
-                j = int(rng.integers(N - 1))
-                j = j + 1 if j >= i else j  # uniform over the other zebras
-                I = _draw_I(rng)
-                r = rng.random(D)
-                x_new = defence_move(X[i], X[j], r, I)
-            x_new = np.clip(x_new, lower, upper)
-            f_new = evaluate(x_new)
-            if f_new <= fit[i]:
-                X[i], fit[i] = x_new, f_new
-
-        ib = int(np.argmin(fit))
-        if fit[ib] <= fbest:
-            PZ, fbest = X[ib].copy(), float(fit[ib])
-
-        # ---- IZOA: Cauchy mutation of the best (Eq. L3), greedy.
+        _defence_phase(herd, evaluate, rng, lower, upper, factor, R)
+        ib = herd.refresh_pioneer()
         if izoa:
-            c = rng.standard_cauchy(D)
-            x_c = np.clip(cauchy_mutation(PZ, c, cauchy_scale), lower, upper)
-            f_c = evaluate(x_c)
-            if f_c <= fbest:
-                X[ib], fit[ib] = x_c, f_c
-                PZ, fbest = x_c.copy(), f_c
+            _cauchy_phase(herd, ib, evaluate, rng, lower, upper, cauchy_scale)
 
-        history.append(fbest)
-        pop_history.append(fit.copy())
+        history.append(herd.fbest)
+        pop_history.append(herd.fit.copy())
         if progress is not None:
-            progress(t, T, fbest)
+            progress(t, T, herd.fbest)
 
     return ZOAResult(
-        best_position=PZ,
-        best_fitness=fbest,
+        best_position=herd.pz,
+        best_fitness=herd.fbest,
         history=history,
-        positions=X,
-        fitness=fit,
-        calls=calls,
+        positions=herd.X,
+        fitness=herd.fit,
+        calls=evaluate.calls,
         population_history=pop_history,
     )
