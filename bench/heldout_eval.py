@@ -1,0 +1,469 @@
+"""End-to-end accuracy on held-out data, through a real server (issues 14, 15, 17; bench/README.md).
+
+Clips are built with ffmpeg from a held-out split of the project (trainer.splits.split_of) and
+posted to `python -m service` (service/harness.py), as a client would send them:
+
+- `av`: a RAVDESS speech clip muxed with ONE FER2013 face still of the same emotion (upscaled
+  to 240 px, centred in a 640x480 grey frame, for the speech's duration), H.264 + AAC mp4;
+- `face`: the same still as a silent 3 s mp4 (no audio stream);
+- `audio`: the speech alone, AAC in an .m4a (no video stream);
+- `cremad`: the six real CREMA-D clips (../shared/data/cremad_av), posted as they are.
+
+`--split val` (RAVDESS actors 15-16 + FER2013 train's validation bucket) is for development;
+`--split test` (RAVDESS actors 17-20 + FER2013 public_test) for final figures only.
+
+It prints a markdown table (stdout; progress on stderr) and writes every answer to `--out`.
+
+    .venv/bin/python bench/heldout_eval.py --split val --limit 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from service.calibration import expected_calibration_error  # noqa: E402  (numpy only)
+from service.harness import ServiceProcess  # noqa: E402  (standard library only)
+from trainer.data import BASIC7, discover_corpora, load_corpus, map_label  # noqa: E402  (no TensorFlow)
+from trainer.data.cremad import EMOTIONS as CREMAD_EMOTIONS  # noqa: E402
+from trainer.data.ravdess import EMOTIONS as RAVDESS_EMOTIONS, FILE_RE as RAVDESS_RE  # noqa: E402
+from trainer.splits import split_of  # noqa: E402
+
+DEFAULT_DATA = Path(os.environ.get("EMOTION_DATA_DIR", REPO.parent / "shared" / "data"))
+DEFAULT_CACHE = REPO / "bench" / ".clips" / "heldout"
+KINDS = ("av", "face", "audio", "cremad")
+SPLITS = ("val", "test")
+# Bump when a clip recipe changes: the cache folder is per recipe, so old files are not reused.
+RECIPE = "v1"
+FRAME_W, FRAME_H, FACE_PX, FPS = 640, 480, 240, 25
+BACKGROUND = "0x777777"
+FACE_ONLY_S = 3.0
+X264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p"]
+AAC = ["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "1"]
+ECE_BINS = 15
+CONFIDENT = 0.9
+
+
+# ---------------------------------------------------------------- labels and samples (pure)
+
+def ravdess_label(name: str) -> str:
+    """basic7 label of a RAVDESS file name (03-01-EE-II-SS-RR-AA.ext): calm (02) -> neutral."""
+    m = RAVDESS_RE.fullmatch(Path(name).name)
+    if not m:
+        raise ValueError(f"{name!r} is not a RAVDESS file name (03-01-EE-II-SS-RR-AA.flac)")
+    code = m.group(3)
+    if code not in RAVDESS_EMOTIONS:
+        raise ValueError(f"{name!r}: unknown RAVDESS emotion code {code}")
+    return map_label(RAVDESS_EMOTIONS[code], "basic7")
+
+
+def cremad_label(name: str) -> str:
+    """basic7 label of a CREMA-D file name (1001_DFA_ANG_XX.flv)."""
+    return map_label(CREMAD_EMOTIONS[Path(name).name.split("_")[2].upper()], "basic7")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One source file and its basic7 label."""
+    path: Path
+    label: str
+
+
+@dataclass(frozen=True)
+class Pair:
+    speech: Item
+    face: Item
+
+    @property
+    def label(self) -> str:
+        return self.speech.label
+
+
+def pair_clips(speech: Iterable[Item], faces: Iterable[Item], seed: int = 0,
+               limit: int | None = None) -> list[Pair]:
+    """Each speech clip with ONE face of the same emotion, reproducibly.
+
+    Per emotion, the speech clips (sorted by path) are put in a seeded order and the first
+    `limit` kept; the faces of that emotion get their own seeded order and the i-th clip takes
+    the i-th face (faces are reused only when there are fewer faces than clips). The order of
+    the input does not matter, and a smaller `limit` gives a prefix of a larger one's pairs.
+    Emotions with speech but no face are left out (named on stderr by the caller)."""
+    speech_by: dict[str, list[Item]] = {}
+    faces_by: dict[str, list[Item]] = {}
+    for s in speech:
+        speech_by.setdefault(s.label, []).append(s)
+    for f in faces:
+        faces_by.setdefault(f.label, []).append(f)
+    out: list[Pair] = []
+    for emotion in BASIC7:
+        sp = sorted(speech_by.get(emotion, []), key=lambda i: str(i.path))
+        fc = sorted(faces_by.get(emotion, []), key=lambda i: str(i.path))
+        if not sp or not fc:
+            continue
+        random.Random(f"{seed}:speech:{emotion}").shuffle(sp)
+        random.Random(f"{seed}:faces:{emotion}").shuffle(fc)
+        if limit is not None:
+            sp = sp[:limit]
+        out += [Pair(s, fc[i % len(fc)]) for i, s in enumerate(sp)]
+    return out
+
+
+def heldout_sources(data: Path, split: str) -> tuple[list[Item], list[Item], list[Item]]:
+    """(RAVDESS speech, FER2013 faces, CREMA-D clips) of the project's `split` (trainer.splits).
+    The CREMA-D clips are returned whatever the split (all six are actor 1001: test)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    roots = discover_corpora(data)
+    missing = [c for c in ("ravdess", "fer2013") if c not in roots]
+    if missing:
+        raise SystemExit(f"corpora not found under {data}: {', '.join(missing)}")
+    speech = [Item(s.path, s.label) for s in load_corpus("ravdess", roots["ravdess"]) if split_of(s) == split]
+    faces = [Item(s.path, s.label) for s in load_corpus("fer2013", roots["fer2013"]) if split_of(s) == split]
+    cremad = [Item(s.path, s.label) for s in load_corpus("cremad", roots["cremad"])] if "cremad" in roots else []
+    return speech, faces, cremad
+
+
+# ---------------------------------------------------------------- metrics (pure)
+
+def classification_metrics(truth: Sequence[str], probs: np.ndarray, classes: Sequence[str] = BASIC7) -> dict:
+    """Accuracy, UAR and macro-F1 (both over the classes present in `truth`), ECE (15 equal-width
+    bins), mean confidence, wrong answers above 0.9, per-class recall and the confusion matrix
+    (rows truth, columns prediction, in `classes` order). `probs`: [n, len(classes)]."""
+    n = len(truth)
+    if n == 0:
+        return {"n": 0}
+    probs = np.asarray(probs, np.float64)
+    y = np.array([list(classes).index(t) for t in truth])
+    pred = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    right = pred == y
+    present = [c for c in range(len(classes)) if (y == c).any()]
+    recall, f1 = {}, []
+    for c in present:
+        tp = int(((pred == c) & (y == c)).sum())
+        rec = tp / int((y == c).sum())
+        npred = int((pred == c).sum())
+        prec = tp / npred if npred else 0.0
+        recall[classes[c]] = rec
+        f1.append(0.0 if tp == 0 else 2 * prec * rec / (prec + rec))
+    confusion = np.zeros((len(classes), len(classes)), int)
+    for t, p in zip(y, pred):
+        confusion[t, p] += 1
+    return {
+        "n": n,
+        "accuracy": float(right.mean()),
+        "uar": float(np.mean(list(recall.values()))),
+        "macro_f1": float(np.mean(f1)),
+        "ece": expected_calibration_error(y, probs, bins=ECE_BINS),
+        "mean_confidence": float(conf.mean()),
+        "wrong_confident": int(((~right) & (conf > CONFIDENT)).sum()),
+        "recall": recall,
+        "confusion": confusion.tolist(),
+    }
+
+
+def prob_vector(probabilities: dict[str, float], classes: Sequence[str] = BASIC7) -> np.ndarray:
+    return np.array([float(probabilities.get(c, 0.0)) for c in classes])
+
+
+# ---------------------------------------------------------------- clips (ffmpeg, cached)
+
+def _ffmpeg(args: list[str], out: Path) -> Path:
+    """ffmpeg into a private temporary name beside `out`, then an atomic rename: a file in the
+    cache is always whole, and processes building the same clip at once do not collide."""
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part{out.suffix}")
+    try:
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args, str(tmp)], check=True,
+                       capture_output=True, text=True)
+        os.replace(tmp, out)
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"ffmpeg failed for {out.name}: {exc.stderr.strip()[-2000:]}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def probe_duration(path: Path) -> float:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    return float(out)
+
+
+def _still_video() -> list[str]:
+    """Filter graph: input 0 the background colour, input 1 the looped face still."""
+    return ["-filter_complex",
+            f"[1:v]scale={FACE_PX}:{FACE_PX}:flags=bicubic,format=yuv420p[f];"
+            f"[0:v][f]overlay=(W-w)/2:(H-h)/2,format=yuv420p[v]", "-map", "[v]"]
+
+
+def _background_and_face(face: Path) -> list[str]:
+    return ["-f", "lavfi", "-i", f"color=c={BACKGROUND}:s={FRAME_W}x{FRAME_H}:r={FPS}",
+            "-loop", "1", "-framerate", str(FPS), "-i", str(face)]
+
+
+def make_av(pair: Pair, cache: Path) -> Path:
+    out = cache / RECIPE / "av" / f"{pair.speech.path.stem}__{pair.face.path.stem}.mp4"
+    if out.exists():
+        return out
+    dur = probe_duration(pair.speech.path)
+    return _ffmpeg([*_background_and_face(pair.face.path), "-i", str(pair.speech.path), *_still_video(),
+                    "-map", "2:a", "-t", f"{dur:.3f}", *X264, *AAC, "-movflags", "+faststart"], out)
+
+
+def make_face(face: Item, cache: Path) -> Path:
+    out = cache / RECIPE / "face" / f"{face.path.stem}.mp4"
+    return _ffmpeg([*_background_and_face(face.path), *_still_video(), "-t", f"{FACE_ONLY_S}", "-an",
+                    *X264, "-movflags", "+faststart"], out)
+
+
+def make_audio(speech: Item, cache: Path) -> Path:
+    out = cache / RECIPE / "audio" / f"{speech.path.stem}.m4a"
+    return _ffmpeg(["-i", str(speech.path), "-vn", *AAC, "-movflags", "+faststart"], out)
+
+
+@dataclass
+class Job:
+    kind: str
+    label: str
+    sources: dict[str, str]
+    make: object  # () -> Path
+    path: Path | None = None
+
+
+def plan_jobs(kinds: Sequence[str], pairs: list[Pair], cremad: list[Item], cache: Path) -> list[Job]:
+    jobs: list[Job] = []
+    for p in pairs:
+        src = {"speech": str(p.speech.path), "face": str(p.face.path)}
+        if "av" in kinds:
+            jobs.append(Job("av", p.label, src, lambda p=p: make_av(p, cache)))
+        if "face" in kinds:
+            jobs.append(Job("face", p.label, {"face": src["face"]}, lambda p=p: make_face(p.face, cache)))
+        if "audio" in kinds:
+            jobs.append(Job("audio", p.label, {"speech": src["speech"]}, lambda p=p: make_audio(p.speech, cache)))
+    if "cremad" in kinds:
+        jobs += [Job("cremad", c.label, {"clip": str(c.path)}, lambda c=c: c.path) for c in cremad]
+    return jobs
+
+
+# ---------------------------------------------------------------- posting
+
+def post(client, url: str, path: Path, tries: int = 30) -> dict:
+    """One POST /predict; a 503 (full) is retried after its Retry-After."""
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        with open(path, "rb") as fh:
+            resp = client.post(url + "/predict", files={"file": (path.name, fh, "application/octet-stream")})
+        wall = time.perf_counter() - t0
+        if resp.status_code == 503:
+            time.sleep(float(resp.headers.get("Retry-After", "1") or 1))
+            continue
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"error": {"code": "not_json", "message": resp.text[:500]}}
+        return {"status": resp.status_code, "body": body, "wall_s": round(wall, 3)}
+    return {"status": 503, "body": {"error": {"code": "overloaded", "message": f"503 {tries} times"}}, "wall_s": None}
+
+
+def run_requests(url: str, jobs: list[Job], workers: int, timeout_s: float) -> list[dict]:
+    import httpx  # the dev extra; imported here so the pure parts need only numpy
+
+    done, lock, records = 0, threading.Lock(), []
+    with httpx.Client(timeout=timeout_s) as client:
+        def one(job: Job) -> dict:
+            nonlocal done
+            answer = post(client, url, job.path)
+            body = answer["body"]
+            rec = {"kind": job.kind, "clip": str(job.path), "sources": job.sources, "true": job.label,
+                   "status": answer["status"], "wall_s": answer["wall_s"]}
+            if answer["status"] == 200:
+                rec.update({k: body.get(k) for k in ("label", "probabilities", "probabilities_by_modality",
+                                                      "modalities", "duration_s")})
+            else:
+                rec["error"] = body.get("error", body)
+            with lock:
+                done += 1
+                print(f"  [{done}/{len(jobs)}] {job.kind:6s} {job.path.name}: {answer['status']} "
+                      f"{rec.get('label', rec.get('error', {}).get('code'))} (true {job.label})", file=sys.stderr)
+            return rec
+
+        with ThreadPoolExecutor(workers) as pool:
+            records = list(pool.map(one, jobs))
+    return records
+
+
+# ---------------------------------------------------------------- summary
+
+def _view_accuracy(recs: list[dict], view: str) -> tuple[float | None, int]:
+    """Accuracy of probabilities_by_modality[view] over the answers that carry it."""
+    got = [(r["true"], r["probabilities_by_modality"][view]) for r in recs
+           if (r.get("probabilities_by_modality") or {}).get(view)]
+    if not got:
+        return None, 0
+    right = [t == max(p, key=p.get) for t, p in got]
+    return float(np.mean(right)), len(got)
+
+
+def summarise(records: list[dict], kinds: Sequence[str]) -> dict:
+    out = {}
+    for kind in kinds:
+        recs = [r for r in records if r["kind"] == kind]
+        ok = [r for r in recs if r["status"] == 200]
+        s: dict = classification_metrics([r["true"] for r in ok], np.array([prob_vector(r["probabilities"])
+                                                                             for r in ok]).reshape(len(ok), -1))
+        s["requests"] = len(recs)
+        s["errors"] = dict(Counter(f"{r['status']} {r['error'].get('code')}" for r in recs if r["status"] != 200))
+        s["face"] = dict(Counter((r.get("modalities") or {}).get("face") for r in ok))
+        s["audio"] = dict(Counter((r.get("modalities") or {}).get("audio") for r in ok))
+        for view in ("audio", "face"):
+            acc, n = _view_accuracy(ok, view)
+            s[f"{view}_view_accuracy"], s[f"{view}_view_n"] = acc, n
+        out[kind] = s
+    return out
+
+
+def _f(x, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown(summary: dict, records: list[dict], meta: dict) -> str:
+    lines = [f"Held-out split `{meta['split']}` ({meta['split_note']}), bundle `{meta['model_dir']}` "
+             f"({meta['model']}), limit {meta['limit']} per emotion, seed {meta['seed']}", "",
+             "| kind | n | errors | face detected | accuracy | UAR | macro-F1 | ECE | mean conf | wrong >0.9 "
+             "| audio-view acc (n) | face-view acc (n) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for kind, s in summary.items():
+        n = s.get("n", 0)
+        errors = sum(s["errors"].values())
+        faces = f"{s['face'].get('detected', 0)}/{n}" if kind != "audio" else "–"
+        views = []
+        for view in ("audio", "face"):
+            views.append("–" if s[f"{view}_view_accuracy"] is None else
+                         f"{_f(s[f'{view}_view_accuracy'])} ({s[f'{view}_view_n']})")
+        lines.append(f"| {kind} | {n} | {errors} | {faces} | {_f(s.get('accuracy'))} | {_f(s.get('uar'))} "
+                     f"| {_f(s.get('macro_f1'))} | {_f(s.get('ece'))} | {_f(s.get('mean_confidence'))} "
+                     f"| {s.get('wrong_confident', '–')} | {views[0]} | {views[1]} |")
+    cremad = [r for r in records if r["kind"] == "cremad"]
+    if cremad:
+        lines += ["", "| CREMA-D clip | true | predicted | p(predicted) | p(true) | face | audio view | face view |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in cremad:
+            name = Path(r["clip"]).name
+            if r["status"] != 200:
+                lines.append(f"| {name} | {r['true']} | error {r['status']} {r['error'].get('code')} | | | | | |")
+                continue
+            p = r["probabilities"]
+            bym = r.get("probabilities_by_modality") or {}
+            views = [max(bym[v], key=bym[v].get) if bym.get(v) else "–" for v in ("audio", "face")]
+            lines.append(f"| {name} | {r['true']} | {r['label']} | {_f(p[r['label']])} | {_f(p.get(r['true']))} "
+                         f"| {(r.get('modalities') or {}).get('face')} | {views[0]} | {views[1]} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", type=Path, default=REPO / "models" / "default")
+    ap.add_argument("--split", choices=SPLITS, default="val",
+                    help="val: for development; test: for final figures only")
+    ap.add_argument("--limit", type=int, default=None, help="speech clips per emotion (default: all of the split)")
+    ap.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated, from {','.join(KINDS)}")
+    ap.add_argument("--workers", type=int, default=2, help="concurrent requests (and EMOTION_MAX_CONCURRENCY)")
+    ap.add_argument("--seed", type=int, default=0, help="pairing seed (which clips, which face for each)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON results (default bench/results/heldout-SPLIT.json)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpora root (../shared/data)")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="generated clips (bench/.clips/heldout)")
+    ap.add_argument("--request-timeout", type=float, default=300.0, help="client and server per-request timeout, s")
+    args = ap.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        ap.error(f"--kinds: unknown {bad}; known: {', '.join(KINDS)}")
+    if args.workers < 1 or (args.limit is not None and args.limit < 1):
+        ap.error("--workers and --limit must be >= 1")
+    out = args.out or REPO / "bench" / "results" / f"heldout-{args.split}.json"
+
+    t0 = time.perf_counter()
+    speech, faces, cremad = heldout_sources(args.data, args.split)
+    pairs = pair_clips(speech, faces, args.seed, args.limit) if {"av", "face", "audio"} & set(kinds) else []
+    left_out = sorted({s.label for s in speech} - {p.label for p in pairs})
+    if left_out and pairs:
+        print(f"no {args.split} faces for {', '.join(left_out)}: those speech clips are left out", file=sys.stderr)
+    if "cremad" in kinds and not cremad:
+        print(f"no CREMA-D clips under {args.data}: kind cremad skipped", file=sys.stderr)
+    print(f"{args.split}: {len(speech)} RAVDESS speech clips, {len(faces)} FER2013 faces; "
+          f"{len(pairs)} pairs ({Counter(p.label for p in pairs)})", file=sys.stderr)
+
+    jobs = plan_jobs(kinds, pairs, cremad, args.cache)
+    print(f"building {len(jobs)} clips into {args.cache / RECIPE} (cached)", file=sys.stderr)
+    with ThreadPoolExecutor(max(1, min(args.workers, os.cpu_count() or 1))) as pool:
+        for job, path in zip(jobs, pool.map(lambda j: j.make(), jobs)):
+            job.path = Path(path)
+    t_clips = time.perf_counter() - t0
+
+    env = {"EMOTION_MAX_CONCURRENCY": str(args.workers), "EMOTION_MAX_QUEUE": str(2 * args.workers),
+           "EMOTION_REQUEST_TIMEOUT_S": str(args.request_timeout), "EMOTION_LOG_LEVEL": "warning"}
+    print(f"starting python -m service on {args.model_dir}", file=sys.stderr)
+    with ServiceProcess(args.model_dir, env) as svc:
+        svc.wait_ready(timeout=300)
+        import urllib.request
+        with urllib.request.urlopen(svc.url + "/v1/models", timeout=30) as resp:
+            models = json.load(resp)
+        t1 = time.perf_counter()
+        records = run_requests(svc.url, jobs, args.workers, args.request_timeout + 30)
+        t_requests = time.perf_counter() - t1
+
+    manifest = json.loads((args.model_dir / "manifest.json").read_text())
+    meta = {
+        "split": args.split,
+        "split_note": {"val": "RAVDESS actors 15-16 + FER2013 train's validation bucket: for development",
+                       "test": "RAVDESS actors 17-20 + FER2013 public_test: for final figures only"}[args.split],
+        "model_dir": str(args.model_dir), "model": f"{manifest.get('name')} {manifest.get('version')}, "
+                                                    f"created {manifest.get('created')}",
+        "calibrated": bool(manifest.get("calibration")), "limit": args.limit, "seed": args.seed,
+        "kinds": kinds, "workers": args.workers, "recipe": RECIPE, "git_commit": _git_commit(),
+        "clip_recipe": {"frame": f"{FRAME_W}x{FRAME_H} {BACKGROUND}", "face_px": FACE_PX, "fps": FPS,
+                        "face_only_s": FACE_ONLY_S, "x264": X264, "aac": AAC},
+        "load_avg_at_start": os.getloadavg(), "seconds": {"clips": round(t_clips, 1), "requests": round(t_requests, 1)},
+        "service_models": models, "ece_bins": ECE_BINS,
+    }
+    summary = summarise(records, [k for k in kinds if any(r["kind"] == k for r in records)])
+    table = markdown(summary, records, meta)
+    print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "summary": summary, "records": records}, indent=1))
+    print(f"\nwrote {out} ({len(records)} answers; clips {t_clips:.0f} s, requests {t_requests:.0f} s)",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
