@@ -11,6 +11,7 @@ from .calibration import served_view
 from .pipeline import fusion
 from .pipeline.budget import Budget
 from .pipeline.config import MediaLimits
+from .pipeline.errors import MediaError
 from .pipeline.extract import ClipFeatures, DecodedClip, ImageFeatures, clip_features, decode_clip, probe
 from .pipeline.timing import StageTimer
 
@@ -75,6 +76,10 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
     budget.check()
     images = ImageFeatures(clip.faces, cfg, bundle)
     feats = clip_features(clip, cfg, bundle, timer, images)
+    if not any(_present(feats).values()):
+        # A silent video without a face: any answer would be the classifier's prior dressed as a result.
+        raise MediaError("no_usable_stream", "neither a voice nor a face was found in the file: there is nothing to "
+                                             "recognise emotion from")
     with timer.stage("classify"):
         probs = _classify(bundle, feats)
         by_modality = _by_modality(bundle, feats, probs)

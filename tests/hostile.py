@@ -167,10 +167,11 @@ def cases() -> list[Case]:
         Case("zero_length_streams", _video("empty.mp4", seconds=2, extra=["-t", "0"]), 400, "no_usable_stream"),
         # --- valid but unusual: answered, with the missing part flagged
         Case("audio_only_m4a_in_mp4", _video("a.mp4", video=False), 200, modalities={"audio": "used", "face": "missing"}),
-        Case("video_only", _video("v.mp4", audio=False), 200, modalities={"audio": "missing", "face": "video"}),
-        Case("silent_audio", _ffmpeg(["-f", "lavfi", "-i", "testsrc2=s=160x120:d=2", "-f", "lavfi", "-i",
-                                      "anullsrc=r=16000:cl=mono", "-t", "2", "-c:v", "libx264", "-c:a", "aac"],
-                                     "silent.mp4"), 200, modalities={"audio": "silent", "face": "video"}),
+        # --- decodable, but neither a voice nor a face: nothing to recognise emotion from
+        Case("video_only_no_face", _video("v.mp4", audio=False), 400, "no_usable_stream"),
+        Case("silent_audio_no_face", _ffmpeg(["-f", "lavfi", "-i", "testsrc2=s=160x120:d=2", "-f", "lavfi", "-i",
+                                              "anullsrc=r=16000:cl=mono", "-t", "2", "-c:v", "libx264", "-c:a", "aac"],
+                                             "silent.mp4"), 400, "no_usable_stream"),
         Case("webm_vp9_opus", _video("v.webm", seconds=1, vcodec="libvpx-vp9", acodec="libopus",
                                      extra=["-deadline", "realtime"]), 200,
              modalities={"audio": "used", "face": "video"}),

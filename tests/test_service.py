@@ -86,9 +86,18 @@ def test_audio_only_and_video_only_files(server, tmp_path):
     no_video = post(server, make_video(tmp_path / "a.mp4", video=False))
     assert no_video.status_code == 200, no_video.text
     assert no_video.json()["modalities"] == {"audio": "used", "face": "missing"}
-    no_audio = post(server, make_video(tmp_path / "v.mp4", audio=False))
+    # A real face without its voice: answered from the face alone.
+    face_only = tmp_path / "face.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(corpus_dir("cremad_av") / "1001_DFA_HAP_XX.flv"),
+                    "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(face_only)], check=True)
+    no_audio = post(server, face_only)
     assert no_audio.status_code == 200, no_audio.text
-    assert no_audio.json()["modalities"]["audio"] == "missing"
+    body = no_audio.json()
+    assert body["modalities"] == {"audio": "missing", "face": "detected"}
+    assert body["probabilities_by_modality"]["audio"] is None
+    # A test pattern without sound has neither a voice nor a face: refused, not guessed.
+    nothing = post(server, make_video(tmp_path / "v.mp4", audio=False))
+    assert nothing.status_code == 400 and nothing.json()["error"]["code"] == "no_usable_stream", nothing.text
 
 
 @pytest.mark.parametrize("payload,status", [

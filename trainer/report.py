@@ -41,11 +41,10 @@ def _test_tables(manifest: Manifest) -> list[str]:
     metrics = manifest.metrics
     lines = [*HEAD] + [_row(name, view, m) for name, views in metrics["test"].items() for view, m in views.items()]
     k = manifest.preprocessing["k_summary"]
-    lines += ["", f"How to read the pseudo-pair rows: a test sequence pairs one held-out clip with K = {k} face "
-                  f"images of its emotion drawn independently from the held-out face pool (in practice {k} different "
-                  "people), so the face-only and fused rows are a vote over independent faces. A real video shows one "
-                  "person whose summary frames look alike: for one face, read the face classifier rows (one image at a "
-                  "time)."]
+    lines += ["", f"How to read the pseudo-pair rows: a test sequence pairs one held-out clip with ONE held-out face "
+                  f"image of its emotion, shown as K = {k} video-like variants of it (small shifts, scale, roll, "
+                  "light, blur, JPEG), as the summary frames of a real video show one person. The face classifier "
+                  "rows below score one image at a time."]
     by_corpus = metrics.get("test_by_corpus") or {}
     if any(by_corpus.values()):  # empty per model when the test split has one audio corpus
         lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words). "

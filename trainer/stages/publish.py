@@ -20,8 +20,9 @@ from .evaluation import Evaluation
 from .faces import FaceBackbone, FaceFeatures
 from .selection import Selection
 
-FUSION_TRAINING = ("pseudo-pairs: audio clips paired with face images of the same emotion from the same split "
-                   "(no audio-visual corpus available), plus real audio-visual clips when present")
+FUSION_TRAINING = ("pseudo-pairs: each audio clip paired with one face image of the same emotion from the same "
+                   "split, shown as K video-like variants (no audio-visual corpus available), plus real audio-visual "
+                   "clips when present")
 
 
 def _options(ctx: BuildContext) -> dict[str, Any]:
