@@ -145,18 +145,19 @@ def test_encoder_and_utterance_classifier_export_to_onnx(tmp_path):
     through export_onnx; the pipeline's utterance statistics of the ONNX codes feed the
     classifier."""
     from trainer.audio_features import train_audio_encoder, train_utterance_classifier, utterance_vector
-    from trainer.export import export_onnx, ort_session
+    from service.bundle import open_session
+    from trainer.export import export_onnx
 
     cfg = replace(RICH, audio_code_dim=8, audio_utterance_stats="mean,std,p50")
     rng = np.random.default_rng(0)
     frames = (rng.standard_normal((600, audio.audio_dim(cfg))) * 5 + 3).astype(np.float32)
     enc = train_audio_encoder(frames, cfg, epochs=1)
     e = export_onnx(enc, tmp_path / "enc.onnx", sample_inputs=frames[:32], input_name="frames", output_name="code")
-    codes = ort_session(e.path).run(["code"], {"frames": frames})[0]
+    codes = open_session(e.path, "audio_encoder", ["CPUExecutionProvider"], 1).run(frames)
     assert codes.shape == (600, 8)
     x = np.stack([utterance_vector(codes[i:i + 60], np.ones(60, bool), cfg) for i in range(0, 600, 60)])
     assert x.shape == (10, cfg.utterance_dim)
     clf = train_utterance_classifier(x, np.arange(10) % 7, 7, epochs=1)
     c = export_onnx(clf, tmp_path / "clf.onnx", sample_inputs=x, input_name="utterance", output_name="probs")
-    probs = ort_session(c.path).run(["probs"], {"utterance": x})[0]
+    probs = open_session(c.path, "utterance", ["CPUExecutionProvider"], 1).run(x)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)

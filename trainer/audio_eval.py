@@ -245,8 +245,13 @@ def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", cod
     exported with `export_onnx`; codes from ONNX Runtime; speech-gated utterance
     statistics (the pipeline's `utterance_stats`); the utterance classifier exported with
     `export_onnx` and run by ONNX Runtime. The SVM on the same ONNX codes is reported beside."""
+    from service.bundle import open_session
+
     from .audio_features import train_audio_encoder, train_utterance_classifier
-    from .export import export_onnx, ort_session
+    from .export import export_onnx
+
+    def ort_session(path, threads: int = 1):
+        return open_session(path, path.stem, ["CPUExecutionProvider"], threads).session
 
     rav, tess = load(data)
     feats = extract(data, cache_dir, (cfg_name,))[cfg_name]
