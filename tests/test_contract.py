@@ -4,7 +4,6 @@ server's responses conform to its own schema (schemathesis)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 

@@ -10,12 +10,13 @@ import pytest
 from conftest import corpus_dir
 from media import make_video
 from service.bundle import EncoderSessions, load_bundle, open_session
-from service.pipeline.extract import audio_mfcc, clip_features, decode_clip
+from service.pipeline.extract import clip_features, decode_clip
 from service.settings import Settings
 from trainer.build import pipeline_config
 from trainer.cache import FeatureCache
 from trainer.data import Sample
-from trainer.features import mfcc_of, video_sequences
+from trainer.audio_features import frame_features
+from trainer.features import video_sequences
 from trainer.recipe import BuildOptions, Recipe
 
 pytestmark = pytest.mark.slow
@@ -55,15 +56,15 @@ def test_identical_sequences_for_a_real_clip(trainer_side, service_side, emotion
     assert served[:, : cfg.image_feature_dim].any() and served[:, cfg.flag_columns].all()
 
 
-def test_identical_mfcc_for_the_same_audio(trainer_side, service_side, tmp_path):
+def test_identical_audio_frames_for_the_same_audio(trainer_side, service_side, tmp_path):
     clip = make_video(tmp_path / "a.mp4", seconds=2)
     cfg = trainer_side[0]
     sample = Sample(path=clip, label="neutral", speaker="x:1", corpus="x", modality="audio")
-    trained = mfcc_of(sample, cfg, FeatureCache(tmp_path / "cache"))
-    cached = mfcc_of(sample, cfg, FeatureCache(tmp_path / "cache"))  # a cache hit returns the same
+    trained = frame_features(sample, cfg, FeatureCache(tmp_path / "cache"))
+    cached = frame_features(sample, cfg, FeatureCache(tmp_path / "cache"))  # a cache hit returns the same
     bundle, limits = service_side
-    served, times = decode_clip(clip, bundle.config, limits, detector=bundle.face_detector).audio.mfcc(bundle.config)
+    served, times = decode_clip(clip, bundle.config, limits).audio.frame_features(bundle.config)
     assert len(served) > 100
-    np.testing.assert_array_equal(trained["mfcc"], served)
-    np.testing.assert_array_equal(cached["mfcc"], served)
-    np.testing.assert_array_equal(trained["times"], times)
+    np.testing.assert_array_equal(trained.features, served)
+    np.testing.assert_array_equal(cached.features, served)
+    np.testing.assert_array_equal(trained.times, times)

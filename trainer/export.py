@@ -18,9 +18,12 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from service.manifest import Artifact
 
 from service.bundle import open_session, sha256_file  # one hash and one session factory for trainer and service  # noqa: F401
 

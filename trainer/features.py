@@ -2,44 +2,18 @@
 trainer imports the service's pipeline, never the reverse)."""
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
 
-from service.pipeline import media, visual
+from service.pipeline import visual
 from service.pipeline.config import MediaLimits, PipelineConfig
-from service.pipeline.extract import Encoders, audio_mfcc, extract_file
+from service.pipeline.extract import Encoders, extract_file
 
-from .cache import FeatureCache, file_key
 from .data import Sample
 from .progress import progress
-
-_AUDIO_PARAMS = ("sample_rate", "n_mfcc", "n_fft", "win_length", "hop_length", "n_mels")
-
-
-def mfcc_of(sample: Sample, cfg: PipelineConfig, cache: FeatureCache, timeout_s: float = 60.0) -> dict[str, np.ndarray]:
-    """MFCC frames (+ times, duration) of an audio file, decoded by the serving code."""
-    params = {k: getattr(cfg, k) for k in _AUDIO_PARAMS}
-
-    def compute() -> dict[str, np.ndarray]:
-        # Local corpus files (wav, flac) are trusted: no demuxer whitelist.
-        signal = media.decode_audio(sample.path, cfg.sample_rate, timeout_s, formats=None)
-        mfcc, times = audio_mfcc(signal, cfg)
-        return {"mfcc": mfcc, "times": times, "duration": np.float64(len(signal) / cfg.sample_rate)}
-
-    return cache.get("mfcc", FeatureCache.key("mfcc-v2", file_key(sample.path), params), compute)
-
-
-def all_mfcc(samples: Sequence[Sample], cfg: PipelineConfig, cache: FeatureCache) -> list[dict[str, np.ndarray]]:
-    # One decode per core: ffmpeg runs in a child process and librosa's numpy work releases the GIL.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return list(progress(pool.map(lambda s: mfcc_of(s, cfg, cache), samples), "audio: decode + MFCC",
-                             total=len(samples)))
-
 
 def face_crop(sample: Sample, cfg: PipelineConfig) -> visual.FaceCrop:
     image = cv2.imread(str(sample.path), cv2.IMREAD_GRAYSCALE)
