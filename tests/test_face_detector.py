@@ -11,7 +11,7 @@ import pytest
 
 from conftest import corpus_dir
 from media import make_video
-from service.bundle import BundleError, load_bundle, read_manifest
+from service.bundle import BundleError, load_bundle
 from service.pipeline import face_detector as fd
 from service.pipeline import media, visual
 from service.pipeline.config import MediaLimits, PipelineConfig
@@ -171,7 +171,7 @@ def test_config_drops_retired_haar_parameters_and_refuses_unknown_ones():
 def test_bundle_without_face_detector_is_refused(quick_bundle, tmp_path):
     bundle = tmp_path / "b"
     shutil.copytree(quick_bundle, bundle)
-    manifest = read_manifest(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
     entry = manifest["artifacts"]["face_detector"]
     assert entry["licence"] == "Apache-2.0" and [o["name"] for o in entry["outputs"]] == ["regressors", "classificators"]
     assert load_bundle(bundle, ["CPUExecutionProvider"]).face_detector is not None

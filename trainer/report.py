@@ -65,9 +65,11 @@ def _face_tables(manifest: Manifest) -> list[str]:
                   *HEAD, _row(f"{name} classifier", "face images", metrics["face_backbone_test"])]
         exported = metrics.get("face_backbone_test_exported")
         if exported:
-            fp16 = manifest.artifacts["image_features"].fp16_weights
-            lines.append(_row(f"{name}, exported ONNX backbone{' (fp16 weights)' if fp16 else ''}", "face images",
-                              exported))
+            fp16 = " (fp16 weights)" if manifest.artifacts["image_features"].fp16_weights else ""
+            lines.append(_row(f"{name}, exported ONNX backbone{fp16}", "face images", exported))
+            delta = 100 * (exported["accuracy"] - metrics["face_backbone_test"]["accuracy"])
+            lines += ["", f"Accuracy change from the exported backbone{fp16[:-1] + ', fp32 compute)' if fp16 else ''} "
+                          f"against the fp32 Keras model: {delta:+.2f} points."]
     fer = metrics.get("face_fer2013_public_test") or {}
     if fer:
         lines += ["", "Face-only, FER2013 `public_test` alone (the same images for every model):", "", *HEAD]
