@@ -95,6 +95,7 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
         "duration_s": round(clip.info.duration_s, 3),
         "model": {"name": bundle.name, "version": bundle.version},
     }
+    result["timeline"] = None  # the same keys as the HTTP body (PredictResponse), from every caller
     if want_timeline:
         with timer.stage("timeline"):
             result["timeline"] = _timeline(bundle, clip, segment_s, images, budget)

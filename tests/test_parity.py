@@ -63,7 +63,8 @@ def test_identical_audio_frames_for_the_same_audio(trainer_side, service_side, t
     trained = frame_features(sample, cfg, FeatureCache(tmp_path / "cache"))
     cached = frame_features(sample, cfg, FeatureCache(tmp_path / "cache"))  # a cache hit returns the same
     bundle, limits = service_side
-    served, times = decode_clip(clip, bundle.config, limits).audio.frame_features(bundle.config)
+    served, times = decode_clip(clip, bundle.config, limits, detector=bundle.face_detector).audio.frame_features(
+        bundle.config)
     assert len(served) > 100
     np.testing.assert_array_equal(trained.features, served)
     np.testing.assert_array_equal(cached.features, served)
