@@ -224,8 +224,10 @@ def test_ctrl_c_leaves_a_valid_file_and_resume_finishes(quick_bundle, mixed_fold
     env = {**os.environ, **HOSTILE_LIMITS}
     cmd = [*cli_command(), "predict", str(folder), "--out", str(out), "--model-dir", str(quick_bundle),
            "--ext", _ext_arg(expected), "--workers", "1"]
+    # SIGINT back to its default in the child: a test run started in the background (`cmd &`, as
+    # CI may be) inherits SIGINT ignored, and Python then keeps ignoring it, as a terminal never does.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 5):
         time.sleep(0.2)
