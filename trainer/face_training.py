@@ -30,6 +30,9 @@ import numpy as np
 log = logging.getLogger("trainer.face")
 
 
+EXECUTION_ONLY = ("mixed_bfloat16", "xla")
+
+
 class TrainingPaused(RuntimeError):
     """A run reached its time budget; its state is checkpointed and the same command resumes it."""
 
@@ -56,7 +59,9 @@ class FaceRecipe:
     seed: int = 0
 
     def key(self) -> dict[str, Any]:
-        return asdict(self)
+        """What the schedule computes: a checkpoint resumes under this key whatever the CPU
+        (bf16 and XLA are how a step runs here, not what it computes)."""
+        return {k: v for k, v in asdict(self).items() if k not in EXECUTION_ONLY}
 
     @classmethod
     def for_this_cpu(cls, **kw) -> "FaceRecipe":
@@ -257,7 +262,8 @@ def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndar
     state = ckpt.load()
     curve: list[dict] = []
     if state is not None:
-        if state["recipe"] != json.loads(json.dumps(recipe.key())):
+        stored = {k: v for k, v in state["recipe"].items() if k not in EXECUTION_ONLY}
+        if stored != json.loads(json.dumps(recipe.key())):
             raise ValueError(f"{ckpt.file} was written by another recipe; remove it or use another directory")
         model.set_weights(state["weights"])
         for var, value in zip(optimizer.variables, state["optimizer"]):
