@@ -224,8 +224,10 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, pixel_mean: float, pixel_std: 
 
 def predict_faces(model, x: np.ndarray, pixel_mean: float, pixel_std: float, flip: bool = False,
                   batch: int = 256) -> np.ndarray:
-    xs = (x.astype(np.float32) - pixel_mean) / pixel_std
-    xs = np.repeat(xs[..., None], 3, axis=-1)
+    from service.pipeline.config import PipelineConfig
+    from service.pipeline.visual import resnet_input  # the serving normalisation, not a copy of it
+
+    xs = resnet_input(x, PipelineConfig(pixel_mean=pixel_mean, pixel_std=pixel_std))
     probs = model.predict(xs, batch_size=batch, verbose=0)
     if flip:
         probs = (probs + model.predict(xs[:, :, ::-1], batch_size=batch, verbose=0)) / 2
