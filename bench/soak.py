@@ -239,7 +239,7 @@ def spool_files(spool: Path) -> int:
 
 
 def snapshot(svc: Service, spool: Path) -> dict:
-    p = svc.proc
+    p = psutil.Process(svc.proc.pid)
     return {"rss_mb": round(p.memory_info().rss / MB, 1), "fds": p.num_fds(),
             "children": len(descendants(p.pid)), "spool": spool_files(spool)}
 
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         final = wait_idle(svc, spool, idle["fds"])
         log(f"[soak] after the clients stopped: {final}")
         srv5xx = server_5xx(svc.url)
-        alive = svc.proc.is_running() and httpx.get(svc.url + "/readyz", timeout=10).status_code == 200
+        alive = svc.proc.poll() is None and httpx.get(svc.url + "/readyz", timeout=10).status_code == 200
 
     shutil.rmtree(workdir, ignore_errors=True)
     results = stats.results

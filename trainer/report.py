@@ -45,6 +45,13 @@ def _test_tables(manifest: Manifest) -> list[str]:
                   f"image of its emotion, shown as K = {k} video-like variants of it (small shifts, scale, roll, "
                   "light, blur, JPEG), as the summary frames of a real video show one person. The face classifier "
                   "rows below score one image at a time."]
+    late = metrics.get("late_fusion") or {}
+    if late:
+        w = late.get("late_weighted", {})
+        lines += ["", "Late-fusion references, on the same test sequences: `late_product` multiplies the proposed "
+                      "model's audio-only and face-only answers (product of experts); `late_weighted` pools them "
+                      f"log-linearly, p ∝ p_audio^{w.get('w_audio', 1):g} · p_face^{w.get('w_face', 1):g}, weights "
+                      "fitted on validation speakers."]
     by_corpus = metrics.get("test_by_corpus") or {}
     if any(by_corpus.values()):  # empty per model when the test split has one audio corpus
         lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words). "

@@ -4,7 +4,7 @@ to ONNX and scored on the test split through the exported graph (what ships is m
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,7 @@ class Classifiers:
     scored: dict[str, dict[str, dict[str, np.ndarray]]]     # model -> view -> {"y", "p"} on the test split
     results: dict[str, dict[str, Any]]                      # model -> view -> metrics
     calibration: dict[str, Any]                             # the served model's temperature per view
+    late_fusion: dict[str, Any] = field(default_factory=dict)  # the late-fusion references' fitted weights
 
 
 def _by_view(sess, data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -102,10 +103,11 @@ def _by_view(sess, data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, t
 
 def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection) -> Classifiers:
     from ..calibrate import calibrate_views
+    from ..late_fusion import late_fusion
 
     mask, te = selection.mask, pairs.data["test"]
     layout = ctx.cfg.layout()
-    exports, scored, results, calibration = {}, {}, {}, {}
+    exports, scored, results, calibration, late = {}, {}, {}, {}, {}
     for name in CLASSIFIERS:
         model = fit_classifier(name, pairs.data["train"], pairs.data["val"], mask, layout, len(ctx.classes),
                                ctx.recipe)
@@ -116,9 +118,14 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection) -> Classi
         test_views = _by_view(sess, te, mask)
         scored[name] = {view: {"y": y, "p": p} for view, (y, p) in test_views.items()}
         if role == "classifier":  # the served model: its temperature per view, from validation speakers
-            calibration = calibrate_views(_by_view(sess, pairs.data["val"], mask), test_views)
+            val_views = _by_view(sess, pairs.data["val"], mask)
+            calibration = calibrate_views(val_views, test_views)
+            references, late = late_fusion(val_views, test_views)  # its audio-only x face-only answers
+            for ref, views in references.items():
+                scored[ref] = views
+                results[ref] = {view: metrics(s["y"], s["p"], ctx.classes) for view, s in views.items()}
         real = pairs.real_av["test"]
         if len(real["y"]):
             scored[name]["real_av"] = {"y": real["y"], "p": sess.run(real["X"][..., mask])}
         results[name] = {view: metrics(s["y"], s["p"], ctx.classes) for view, s in scored[name].items()}
-    return Classifiers(exports, scored, results, calibration)
+    return Classifiers(exports, scored, results, calibration, late)

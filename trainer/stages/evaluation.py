@@ -47,6 +47,8 @@ def write_figures(stage: Path, clfs: Classifiers, classes: list[str]) -> list[st
     """Confusion matrices (every view) and fused ROC curves of every model, as PNG files."""
     files = []
     for name, views in clfs.scored.items():
+        if name not in CLASSIFIERS:  # the late-fusion references: table rows only
+            continue
         confusion = stage / f"confusion_{name}.png"
         confusion_figure(confusion, f"{name}: test split", {v: clfs.results[name][v]["confusion"] for v in views},
                          classes)
