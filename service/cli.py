@@ -8,8 +8,8 @@ from it, skipping the files already in it. A file that fails gets a line with it
 code and never stops the batch. Memory does not grow with the number of files: folders are
 walked lazily, a few files are in flight, and results are written, not kept.
 
-Exit status: 0 when every file has its line (failed files included), 2 for a usage error,
-130 when interrupted.
+Exit status: 0 when every file was answered, 1 when some failed (every file still has its
+line), 2 for a usage error, 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -255,7 +255,9 @@ def predict_command(args: argparse.Namespace) -> int:
         if fh is not None:
             fh.close()
     print(_summary(ok, failures, skipped, time.monotonic() - started, interrupted, args.out), file=sys.stderr)
-    return 130 if interrupted else 0
+    if interrupted:
+        return 130
+    return 1 if failures else 0   # every file has its line either way; 1 tells a script that some failed
 
 
 def build_parser() -> argparse.ArgumentParser:

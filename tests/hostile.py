@@ -175,6 +175,10 @@ def cases() -> list[Case]:
         Case("webm_vp9_opus", _video("v.webm", seconds=1, vcodec="libvpx-vp9", acodec="libopus",
                                      extra=["-deadline", "realtime"]), 200,
              modalities={"audio": "used", "face": "video"}),
+        # written live (as a browser's MediaRecorder writes): no duration in the header
+        Case("webm_live_no_duration", _video("live.webm", seconds=1, vcodec="libvpx-vp9", acodec="libopus",
+                                             extra=["-deadline", "realtime", "-live", "1"]), 200,
+             modalities={"audio": "used", "face": "video"}),
         Case("avi_mjpeg_pcm", _video("v.avi", seconds=1, vcodec="mjpeg", acodec="pcm_s16le"), 200,
              modalities={"audio": "used", "face": "video"}),
         Case("rotated_display_matrix", _video("rot.mp4", seconds=1, extra=["-metadata:s:v", "rotate=90"]), 200,

@@ -174,8 +174,8 @@ def test_200_mixed_files_every_one_gets_a_line(quick_bundle, mixed_folder, tmp_p
     out = tmp_path / "mixed.jsonl"
     rc = main(["predict", str(folder), "--out", str(out), "--model-dir", str(quick_bundle), "--workers", "2",
                "--ext", _ext_arg(expected)])
-    assert rc == 0
     lines = read_jsonl(out)
+    assert rc == (1 if any("error" in r for r in lines) else 0)   # done, some files failed
     _check_mixed(lines, expected)
     summary = capsys.readouterr().err
     failed = Counter(r["error"]["code"] for r in lines if "error" in r)

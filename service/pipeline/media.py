@@ -216,9 +216,38 @@ def probe(path: Path, limits: MediaLimits, budget: Budget | None = None) -> Medi
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise decoder_failed("ffprobe printed something other than JSON") from exc
     try:
+        fmt = data.get("format")
+        if isinstance(fmt, dict) and fmt.get("format_name") and not _duration(fmt):
+            # Live-written files (a browser's MediaRecorder WebM, a streamed Matroska) carry no
+            # duration in their header: the end of their last packet is the duration.
+            fmt["duration"] = _packets_end(path, limits, budget)
         return _probed(data, limits)
     except (AttributeError, TypeError, KeyError, ValueError) as exc:
         raise decoder_failed("ffprobe's JSON has an unexpected shape") from exc
+
+
+def _duration(fmt: dict) -> float:
+    try:
+        duration = float(fmt.get("duration") or 0.0)
+    except ValueError:
+        return 0.0
+    return duration if math.isfinite(duration) and duration > 0 else 0.0
+
+
+def _packets_end(path: Path, limits: MediaLimits, budget: Budget | None) -> float:
+    """The latest packet end time (pts + duration) over all streams, by demuxing (no decoding)."""
+    args = [ffmpeg_binary("ffprobe"), "-v", "error", *_safe_input(limits.allowed_formats),
+            "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0", str(path)]
+    with Child(args, limits.timeout_s, budget) as child:
+        out = child.read_all().decode("ascii", errors="replace")
+    end = 0.0
+    for line in out.splitlines():
+        parts = line.split(",")
+        try:
+            end = max(end, float(parts[0]) + (float(parts[1]) if len(parts) > 1 and parts[1] else 0.0))
+        except ValueError:
+            continue  # N/A timestamps
+    return end if math.isfinite(end) else 0.0
 
 
 def _probed(data: dict, limits: MediaLimits) -> MediaInfo:
@@ -234,11 +263,8 @@ def _probed(data: dict, limits: MediaLimits) -> MediaInfo:
              and not (s.get("disposition") or {}).get("attached_pic")]
     if not audio and not video:
         raise MediaError("no_usable_stream", "the file holds neither an audio nor a video stream")
-    try:
-        duration = float(fmt.get("duration") or 0.0)
-    except ValueError:
-        duration = 0.0
-    if not math.isfinite(duration) or duration <= 0:
+    duration = _duration(fmt)
+    if duration <= 0:
         raise MediaError("no_duration", "the file has no measurable duration")
     if duration > limits.max_duration_s:
         raise MediaError("too_long", f"duration {duration:.0f} s exceeds the limit of {limits.max_duration_s:.0f} s",
