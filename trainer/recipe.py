@@ -58,6 +58,8 @@ class Recipe:
                                             "resumes from its checkpoint when the build is run again")
     resnet_epochs: int = tunable(30, "epochs of ResNet-50 training (--backbone resnet50; 0 keeps "
                                      "--resnet-weights as given)", default=10, quick=1)
+    face_flip_average: bool = tunable(True, "the exported backbone averages the features of each face and its "
+                                      "mirror image (test-time flip averaging; twice the backbone's cost)")
     fp16_backbone: bool = tunable(True, "store the exported backbone's weights as float16")
     # --- fusion data and classifiers ------------------------------------------------------------
     pair_draws: int = tunable(3, "pseudo-pairs drawn per training audio clip", quick=2)

@@ -89,6 +89,9 @@ def _face_tables(manifest: Manifest) -> list[str]:
                   "", "| epoch | minutes | train loss | train accuracy | validation accuracy |", "|---|---|---|---|---|"]
         lines += [f"| {c['epoch']} | {c['minutes']:.1f} | {c['train_loss']:.3f} | {c['train_accuracy']:.3f} | "
                   f"{c['val_accuracy']:.3f} |" for c in curve]
+    if (manifest.provenance.options or {}).get("face_flip_average"):
+        lines += ["", "The shipped backbone (`image_features.onnx`) averages the features of each face and of its "
+                      "mirror image (test-time flip averaging, recipe `face_flip_average`); its cost below is for both."]
     cost = backbone.get("ort_ms_per_face")
     if cost:
         lines += ["", "Backbone cost per face in ONNX Runtime (1 thread, median of 20): "

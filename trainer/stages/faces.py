@@ -90,6 +90,17 @@ def _ort_ms_per_face(export: ExportResult, size: int) -> dict[str, float]:
     return out
 
 
+def flip_averaged(backbone):
+    """The backbone's features averaged over each face and its mirror image, as one graph:
+    the trainer's pairs and the service then share it with no change to the pipeline."""
+    import keras
+
+    face = keras.Input(backbone.input_shape[1:], name="face")
+    mirrored = keras.layers.Lambda(lambda x: keras.ops.flip(x, axis=2), name="mirror")(face)
+    features = keras.layers.Average(name="flip_average")([backbone(face), backbone(mirrored)])
+    return keras.Model(face, features, name=f"{backbone.name}_flip_averaged")
+
+
 def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
     cfg, classes = ctx.cfg, ctx.classes
     faces = {k: load_faces(corpora.faces[k], cfg, ctx.cache, classes) for k in SPLITS}
@@ -114,6 +125,8 @@ def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
                     y["test"][is_fer], peer_face_probs(ctx.opts.peer_face_model, crops["test"][is_fer], classes), classes)
         log.info("face classifier on the test faces: accuracy %.4f; FER2013 public_test: %s", test_metrics["accuracy"],
                  {k: round(v["accuracy"], 4) for k, v in fer.items()})
+    if ctx.recipe.face_flip_average:
+        backbone = flip_averaged(backbone)
     export = export_onnx(backbone, ctx.staging / "image_features.onnx",
                          sample_inputs=resnet_input(crops["train"][:4], cfg), input_name="face",
                          output_name="features", fp16_weights=ctx.recipe.fp16_backbone)
