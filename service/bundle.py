@@ -16,11 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .calibration import apply_temperature
+from .calibration import apply_temperature, log_linear_pool
 from .manifest import MANIFEST_FILE as MANIFEST
 from .manifest import SCHEMA_VERSION, Artifact, Manifest, ManifestError
 from .pipeline.config import PipelineConfig
 from .pipeline.face_detector import BlazeFace
+from .pipeline.fusion import modality_view
 from .settings import DEFAULT_PROVIDERS, missing_bundle_message
 
 __all__ = ["SCHEMA_VERSION", "MANIFEST", "Manifest", "Bundle", "BundleError", "load_bundle", "open_session"]
@@ -122,6 +123,15 @@ class Bundle(EncoderSessions):
         if self.manifest.calibration is None:
             return probs
         return apply_temperature(probs, self.manifest.calibration.temperature(view))
+
+    def answer(self, sequence: np.ndarray, view: str) -> np.ndarray:
+        """Served (calibrated) probabilities of one fusion sequence [K, step_dim] whose present
+        modalities make `view`; a fused view is combined as the manifest's `fusion` says."""
+        how = self.manifest.fusion
+        if view == "fused" and how.method == "late_weighted":
+            p_audio, p_face = self.classify(np.stack([modality_view(sequence, self.config, m) for m in ("audio", "face")]))
+            return log_linear_pool(p_audio, p_face, how.w_audio, how.w_face)
+        return self.calibrated(self.classify(sequence[None])[0], view)
 
     def classify(self, sequences: np.ndarray, role: str = "classifier") -> np.ndarray:
         """Class probabilities for fusion sequences [B, K, step_dim] (mask applied here)."""

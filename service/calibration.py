@@ -39,6 +39,15 @@ def expected_calibration_error(y: np.ndarray, probs: np.ndarray, bins: int = 15)
     return float(ece)
 
 
+def log_linear_pool(p_audio: np.ndarray, p_face: np.ndarray, w_audio: float = 1.0, w_face: float = 1.0) -> np.ndarray:
+    """Late fusion of two experts' answers: p ∝ p_audio^w_audio · p_face^w_face (row-wise);
+    weights 1, 1 are the product of experts."""
+    logp = w_audio * np.log(np.clip(p_audio, 1e-12, None)) + w_face * np.log(np.clip(p_face, 1e-12, None))
+    logp -= logp.max(axis=-1, keepdims=True)
+    p = np.exp(logp)
+    return p / p.sum(axis=-1, keepdims=True)
+
+
 def served_view(audio_present: bool, face_present: bool) -> str:
     if audio_present and face_present:
         return "fused"

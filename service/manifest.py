@@ -87,6 +87,18 @@ class Calibration(_Model):
         return entry.temperature if entry else 1.0
 
 
+class Fusion(_Model):
+    """How the served answer combines audio and face when both are present: "sequence" (the
+    classifier on the fused sequence, then the fused temperature) or "late_weighted" (the
+    classifier's audio-only and face-only answers pooled, p ∝ p_audio^w_audio · p_face^w_face).
+    The trainer picks the one more accurate on validation speakers."""
+
+    method: Literal["sequence", "late_weighted"] = "sequence"
+    w_audio: float = 1.0
+    w_face: float = 1.0
+    chosen_by: str | None = None
+
+
 class Provenance(_Model):
     model_config = ConfigDict(extra="allow")
     profile: str
@@ -114,6 +126,7 @@ class Manifest(_Model):
     report_figures: list[str] = Field(default_factory=list)
     provenance: Provenance
     calibration: Calibration | None = None      # absent: probabilities served as the classifier gives them
+    fusion: Fusion = Field(default_factory=Fusion)  # absent: the classifier on the fused sequence
 
     # --- files -------------------------------------------------------------------------
     @classmethod

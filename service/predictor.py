@@ -39,10 +39,9 @@ def _present(feats: ClipFeatures) -> dict[str, bool]:
 
 
 def _classify(bundle: Bundle, feats: ClipFeatures) -> np.ndarray:
-    """Calibrated probabilities of a clip's sequence, for the view its modalities make."""
+    """Served probabilities of a clip's sequence, for the view its modalities make."""
     present = _present(feats)
-    return bundle.calibrated(bundle.classify(feats.sequence[None])[0], served_view(**{
-        f"{m}_present": v for m, v in present.items()}))
+    return bundle.answer(feats.sequence, served_view(**{f"{m}_present": v for m, v in present.items()}))
 
 
 def _by_modality(bundle: Bundle, feats: ClipFeatures, fused: np.ndarray) -> dict[str, Any]:

@@ -51,7 +51,12 @@ def _test_tables(manifest: Manifest) -> list[str]:
         lines += ["", "Late-fusion references, on the same test sequences: `late_product` multiplies the proposed "
                       "model's audio-only and face-only answers (product of experts); `late_weighted` pools them "
                       f"log-linearly, p ∝ p_audio^{w.get('w_audio', 1):g} · p_face^{w.get('w_face', 1):g}, weights "
-                      "fitted on validation speakers."]
+                      f"fitted on validation speakers (ECE of its test answers {w.get('ece_test', float('nan')):.3f})."]
+    fusion = manifest.fusion
+    lines += ["", f"Served answer when audio and face are both present: **{fusion.method}**"
+                  + (f" (p ∝ p_audio^{fusion.w_audio:g} · p_face^{fusion.w_face:g})" if fusion.method != "sequence" else
+                     " (the proposed Bi-LSTM-SA on the fused sequence, fused temperature)")
+                  + (f"; chosen by {fusion.chosen_by}" if fusion.chosen_by else "") + "."]
     by_corpus = metrics.get("test_by_corpus") or {}
     if any(by_corpus.values()):  # empty per model when the test split has one audio corpus
         lines += ["", "The same test split, per audio corpus (RAVDESS: held-out actors; TESS: held-out words). "

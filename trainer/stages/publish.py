@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from service.manifest import Calibration, FeatureLayout, FeatureMask, Manifest, Provenance
+from service.manifest import Calibration, FeatureLayout, FeatureMask, Fusion, Manifest, Provenance
 
 from .. import __version__
 from ..export import ExportResult
@@ -51,6 +51,7 @@ def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, Export
                                    "ort_ms_per_face": backbone.ort_ms_per_face}},
         report_figures=ev.figures,
         calibration=Calibration.model_validate(clfs.calibration) if clfs.calibration else None,
+        fusion=Fusion.model_validate(clfs.late_fusion.get("served") or {}),
         provenance=Provenance(profile=ctx.opts.profile, data_dir=str(ctx.opts.data_dir),
                               samples_per_split=corpora.counts,
                               splits="speaker-independent: see trainer/splits.py", fusion_training=FUSION_TRAINING,
