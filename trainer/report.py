@@ -78,10 +78,13 @@ def _face_tables(manifest: Manifest) -> list[str]:
         exported = metrics.get("face_backbone_test_exported")
         if exported:
             fp16 = " (fp16 weights)" if manifest.artifacts["image_features"].fp16_weights else ""
-            lines.append(_row(f"{name}, exported ONNX backbone{fp16}", "face images", exported))
+            flip = bool((manifest.provenance.options or {}).get("face_flip_average"))
+            lines.append(_row(f"{name}, exported ONNX backbone{fp16}{', flip-averaged' if flip else ''}",
+                              "face images", exported))
             delta = 100 * (exported["accuracy"] - metrics["face_backbone_test"]["accuracy"])
-            lines += ["", f"Accuracy change from the exported backbone{fp16[:-1] + ', fp32 compute)' if fp16 else ''} "
-                          f"against the fp32 Keras model: {delta:+.2f} points."]
+            what = " and its flip averaging" if flip else ""  # the Keras row scores each face once
+            lines += ["", f"Accuracy change from the exported backbone{fp16[:-1] + ', fp32 compute)' if fp16 else ''}"
+                          f"{what} against the fp32 Keras model: {delta:+.2f} points."]
     fer = metrics.get("face_fer2013_public_test") or {}
     if fer:
         lines += ["", "Face-only, FER2013 `public_test` alone (the same images for every model):", "", *HEAD]
