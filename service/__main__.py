@@ -60,11 +60,20 @@ def serve(settings: Settings) -> int:
     from .app import create_app
     from .protocol import JsonErrorH11Protocol
 
-    app = create_app(settings)
+    class ListenFirst(uvicorn.Server):
+        """Starts loading the bundle only once the socket listens: the loader's imports hold the
+        GIL for seconds and, started from the lifespan (before the bind), delayed the first 503."""
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                app.state.model.start()
+
+    app = create_app(settings, load=False)
     # Our middleware writes one structured line per request: uvicorn's access log would repeat it.
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                                           access_log=False, log_config=None,
-                                           http=JsonErrorH11Protocol))
+    server = ListenFirst(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                                        access_log=False, log_config=None,
+                                        http=JsonErrorH11Protocol))
 
     def stop(_: str) -> None:
         server.should_exit = True
