@@ -88,8 +88,8 @@ def timed(fn, *args):
 
 def run(clips: list[Path], model_dir: Path, faceless: list[Path] = (), variants: tuple[str, ...] = VARIANTS) -> dict:
     manifest = read_manifest(model_dir)
-    cfg = PipelineConfig.from_dict(manifest["preprocessing"])
-    det = BlazeFace(open_session(model_dir / manifest["artifacts"][FACE_DETECTOR]["file"], FACE_DETECTOR,
+    cfg = PipelineConfig.from_dict(manifest.preprocessing)
+    det = BlazeFace(open_session(model_dir / manifest.artifacts[FACE_DETECTOR].file, FACE_DETECTOR,
                                  ["CPUExecutionProvider"], 1).session)
     haar = Haar()
 
