@@ -161,3 +161,20 @@ def test_encoder_and_utterance_classifier_export_to_onnx(tmp_path):
     c = export_onnx(clf, tmp_path / "clf.onnx", sample_inputs=x, input_name="utterance", output_name="probs")
     probs = open_session(c.path, "utterance", ["CPUExecutionProvider"], 1).run(x)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_long_tracks_are_computed_in_chunks_with_the_same_values():
+    """frame_matrix and utterance_stats work a block at a time (memory of a 10-minute clip):
+    the values must not depend on the block size, deltas across block edges included."""
+    from service.pipeline import audio_frames as af
+
+    rng = np.random.default_rng(3)
+    n = 1000
+    mel = (rng.random((n, 16)) ** 4).astype(np.float32)
+    raw = (rng.random((n, len(af.RAW_NAMES))) * 300).astype(np.float32)
+    whole = af.frame_matrix(mel, raw, 0.7, chunk=n)
+    assert np.array_equal(whole, af.frame_matrix(mel, raw, 0.7, chunk=37))
+    assert np.array_equal(whole[:, whole.shape[1] // 2:], af.deltas(whole[:, :whole.shape[1] // 2]))
+    active = rng.random(n) > 0.4
+    assert np.array_equal(af.utterance_stats(whole, active, block=whole.shape[1]),
+                          af.utterance_stats(whole, active, block=5))

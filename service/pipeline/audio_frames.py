@@ -113,12 +113,17 @@ def raw_frame_features(frames: np.ndarray, power: np.ndarray, sample_rate: int) 
     return out.astype(np.float32)
 
 
-def deltas(x: np.ndarray, width: int = DELTA_WIDTH) -> np.ndarray:
-    """Regression deltas over ±width frames, edges repeated (as HTK / librosa 'nearest')."""
-    if len(x) == 0:
-        return x.copy()
-    pad = np.concatenate([np.repeat(x[:1], width, 0), x, np.repeat(x[-1:], width, 0)])
-    num = sum(k * (pad[width + k: width + k + len(x)] - pad[width - k: width - k + len(x)]) for k in range(1, width + 1))
+def deltas(x: np.ndarray, width: int = DELTA_WIDTH, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Regression deltas over ±width frames, edges repeated (as HTK / librosa 'nearest'), of
+    rows [start, stop) of `x`: the same values as that slice of the whole array's deltas."""
+    stop = len(x) if stop is None else stop
+    if stop <= start:
+        return x[start:stop].copy()
+    lo, hi = max(0, start - width), min(len(x), stop + width)
+    pad = np.concatenate([np.repeat(x[lo:lo + 1], width - (start - lo), 0), x[lo:hi],
+                          np.repeat(x[hi - 1:hi], width - (hi - stop), 0)])
+    n = stop - start
+    num = sum(k * (pad[width + k: width + k + n] - pad[width - k: width - k + n]) for k in range(1, width + 1))
     return (num / (2 * sum(k * k for k in range(1, width + 1)))).astype(np.float32)
 
 
@@ -129,19 +134,37 @@ def to_db(power: np.ndarray, scale: float, floor_db: float | None = None) -> np.
     return np.maximum(db, floor).astype(np.float32)
 
 
-def frame_matrix(mel: np.ndarray, raw: np.ndarray, peak: float, with_deltas: bool = True) -> np.ndarray:
+def _top_floor(power: np.ndarray, scale: float) -> float:
+    """to_db's default floor of `power`, from its largest value alone (log is monotonic)."""
+    return to_db(np.array([power.max()], np.float32), scale)[0] - TOP_DB
+
+
+def frame_matrix(mel: np.ndarray, raw: np.ndarray, peak: float, with_deltas: bool = True,
+                 chunk: int = 6000) -> np.ndarray:
     """Rich frame features of a peak-normalised stretch: [log-mel dB (n_mels) | SCALAR_NAMES]
-    (+ their deltas): float32 [n, (n_mels + 8) * (2 if with_deltas else 1)]."""
+    (+ their deltas): float32 [n, (n_mels + 8) * (2 if with_deltas else 1)]. Computed `chunk`
+    frames at a time (the dB floors from the whole stretch first): the same values, without a
+    long track's whole-length temporaries."""
     scale = float(peak) ** 2
-    log_mel = to_db(mel, scale)
-    energy = to_db(raw[:, RAW_NAMES.index("power")], scale)
-    f0 = raw[:, RAW_NAMES.index("f0_hz")]
-    per = raw[:, RAW_NAMES.index("periodicity")]
-    # pitch in semitones re 100 Hz on voiced frames; unvoiced frames carry 0 (periodicity says which)
-    pitch = np.where(per >= VOICED_PERIODICITY, 12.0 * np.log2(np.maximum(f0, 1.0) / 100.0), 0.0)
-    scalars = np.stack([raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3], raw[:, 4], energy, pitch, per], axis=1)
-    base = np.concatenate([log_mel, scalars.astype(np.float32)], axis=1)
-    return np.concatenate([base, deltas(base)], axis=1) if with_deltas else base
+    n, n_mels = mel.shape
+    dim = n_mels + len(SCALAR_NAMES)
+    power = raw[:, RAW_NAMES.index("power")]
+    mel_floor = _top_floor(mel, scale) if n else 0.0
+    energy_floor = _top_floor(power, scale) if n else 0.0
+    out = np.empty((n, 2 * dim if with_deltas else dim), np.float32)
+    for a in range(0, n, chunk):
+        r = raw[a:a + chunk]
+        f0, per = r[:, RAW_NAMES.index("f0_hz")], r[:, RAW_NAMES.index("periodicity")]
+        # pitch in semitones re 100 Hz on voiced frames; unvoiced frames carry 0 (periodicity says which)
+        pitch = np.where(per >= VOICED_PERIODICITY, 12.0 * np.log2(np.maximum(f0, 1.0) / 100.0), 0.0)
+        energy = to_db(power[a:a + chunk], scale, energy_floor)
+        out[a:a + chunk, :n_mels] = to_db(mel[a:a + chunk], scale, mel_floor)
+        out[a:a + chunk, n_mels:dim] = np.stack([r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], energy, pitch, per],
+                                                axis=1).astype(np.float32)
+    if with_deltas:
+        for a in range(0, n, chunk):
+            out[a:a + chunk, dim:] = deltas(out[:, :dim], start=a, stop=min(n, a + chunk))
+    return out
 
 
 def rich_names(n_mels: int, with_deltas: bool = True) -> list[str]:
@@ -165,18 +188,20 @@ UTTERANCE_STATS = ("mean", "std", "p10", "p50", "p90")
 
 
 def utterance_stats(x: np.ndarray, active: np.ndarray | None = None,
-                    stats: tuple[str, ...] = UTTERANCE_STATS) -> np.ndarray:
+                    stats: tuple[str, ...] = UTTERANCE_STATS, block: int = 16) -> np.ndarray:
     """Statistics of rows of `x` [n, d] over the active frames (all when none is active):
-    float32 [len(stats) * d], blocks in the order of `stats`. Empty input gives zeros."""
-    d = x.shape[1]
-    if len(x) == 0:
+    float32 [len(stats) * d], blocks in the order of `stats`. Empty input gives zeros.
+    Computed `block` columns at a time (each column's statistics are its own): a 10-minute
+    track's float64 temporaries stay a few MB instead of hundreds."""
+    n, d = x.shape
+    if n == 0:
         return np.zeros(len(stats) * d, np.float32)
-    if active is not None and active.any():
-        x = x[active]
-    x = x.astype(np.float64)
+    rows = active if active is not None and active.any() else slice(None)
     pct = {s: float(s[1:]) for s in stats if s.startswith("p")}
-    qs = dict(zip(pct, np.percentile(x, list(pct.values()), axis=0))) if pct else {}
-    out = []
-    for s in stats:
-        out.append(x.mean(0) if s == "mean" else x.std(0) if s == "std" else qs[s])
-    return np.concatenate(out).astype(np.float32)
+    out = np.empty((len(stats), d), np.float64)
+    for a in range(0, d, block):
+        cols = x[rows, a:a + block].astype(np.float64)
+        qs = dict(zip(pct, np.percentile(cols, list(pct.values()), axis=0))) if pct else {}
+        for i, s in enumerate(stats):
+            out[i, a:a + block] = cols.mean(0) if s == "mean" else cols.std(0) if s == "std" else qs[s]
+    return out.reshape(-1).astype(np.float32)
