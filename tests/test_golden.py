@@ -1,5 +1,6 @@
-"""The shipped bundle answers the six real CREMA-D clips exactly as recorded (to 1e-6):
-refactors of the pipeline, the loader or the predictor must not change what users get."""
+"""The shipped bundle answers the six real CREMA-D clips as recorded (to 1e-5): refactors of
+the pipeline, the loader or the predictor must not change what users get. Not bit-exact: ONNX
+Runtime picks its kernels by CPU, and two x86-64 CPUs here differed by 1.2e-6 on the same files."""
 from __future__ import annotations
 
 import json
@@ -22,4 +23,4 @@ def test_shipped_bundle_answers_cremad_clips_as_recorded():
         have = got["clips"][name]
         assert have["label"] == want["label"], name
         for cls, p in want["probabilities"].items():
-            assert have["probabilities"][cls] == pytest.approx(p, abs=1e-6), (name, cls)
+            assert have["probabilities"][cls] == pytest.approx(p, abs=1e-5), (name, cls)
