@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from .bundle import REQUIRED_ROLES, Bundle, available_cpus, load_bundle
+from .bundle import SERVING_ROLES, Bundle, available_cpus, load_bundle
 from .pipeline.budget import Budget
 from .pipeline.errors import MediaError
 from .predictor import predict_file
@@ -86,7 +86,7 @@ class Predictor:
             settings = settings.model_copy(update={"model_dir": Path(model_dir)})
         self.settings = settings
         threads = threads or settings.ort_threads or None
-        self.bundle: Bundle = load_bundle(settings.model_dir, settings.providers, threads, roles=REQUIRED_ROLES)
+        self.bundle: Bundle = load_bundle(settings.model_dir, settings.providers, threads, roles=SERVING_ROLES)
 
     @property
     def classes(self) -> list[str]:

@@ -21,12 +21,15 @@ from .manifest import MANIFEST_FILE as MANIFEST
 from .manifest import SCHEMA_VERSION, Artifact, Manifest, ManifestError
 from .pipeline.config import PipelineConfig
 from .pipeline.face_detector import BlazeFace
-from .pipeline.fusion import modality_view
+from .pipeline.fusion import modality_view, utterance_of
 from .settings import DEFAULT_PROVIDERS, missing_bundle_message
 
 __all__ = ["SCHEMA_VERSION", "MANIFEST", "Manifest", "Bundle", "BundleError", "load_bundle", "open_session"]
 # Roles the service needs; a bundle may carry more (e.g. the baselines).
 REQUIRED_ROLES = ("audio_encoder", "frame_encoder", "image_features", "classifier", "face_detector")
+# Served when the bundle has them (older bundles answer audio-only from the classifier).
+OPTIONAL_ROLES = ("audio_head",)
+SERVING_ROLES = REQUIRED_ROLES + OPTIONAL_ROLES
 
 log = logging.getLogger("service.bundle")
 
@@ -127,11 +130,21 @@ class Bundle(EncoderSessions):
     def answer(self, sequence: np.ndarray, view: str) -> np.ndarray:
         """Served (calibrated) probabilities of one fusion sequence [K, step_dim] whose present
         modalities make `view`; a fused view is combined as the manifest's `fusion` says."""
-        how = self.manifest.fusion
-        if view == "fused" and how.method == "late_weighted":
-            p_audio, p_face = self.classify(np.stack([modality_view(sequence, self.config, m) for m in ("audio", "face")]))
-            return log_linear_pool(p_audio, p_face, how.w_audio, how.w_face)
+        if view == "fused" and self.manifest.fusion.method == "late_weighted":
+            how = self.manifest.fusion
+            return log_linear_pool(self.expert(sequence, "audio"), self.expert(sequence, "face"), how.w_audio,
+                                   how.w_face)
+        if view == "audio" and "audio_head" in self.sessions:
+            return self.calibrated(self.expert(sequence, "audio"), view)
         return self.calibrated(self.classify(sequence[None])[0], view)
+
+    def expert(self, sequence: np.ndarray, modality: str) -> np.ndarray:
+        """One modality's own (uncalibrated) probabilities for a fusion sequence: the audio head
+        on the utterance statistics when the bundle has one, else the classifier on the
+        sequence with the other modality removed (the views it was trained on)."""
+        if modality == "audio" and "audio_head" in self.sessions:
+            return self.sessions["audio_head"].run(utterance_of(sequence, self.config)[None])[0]
+        return self.classify(modality_view(sequence, self.config, modality)[None])[0]
 
     def classify(self, sequences: np.ndarray, role: str = "classifier") -> np.ndarray:
         """Class probabilities for fusion sequences [B, K, step_dim] (mask applied here)."""
@@ -178,7 +191,7 @@ def headline_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The served classifier's held-out figures per view (fused, audio, face, ...): n,
     accuracy, macro-F1 and UAR, without confusion matrices and per-class tables."""
     test = metrics.get("test") or {}
-    served = test.get("bilstm_sa") or next(iter(test.values()), {})
+    served = test.get("served") or test.get("bilstm_sa") or next(iter(test.values()), {})
     return {view: {k: v for k, v in figures.items() if k in _HEADLINE and isinstance(v, (int, float))}
             for view, figures in served.items() if isinstance(figures, dict)}
 

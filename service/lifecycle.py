@@ -39,7 +39,7 @@ def _import_pipeline() -> None:
 
 
 def load_and_warm(settings: Settings):
-    from .bundle import REQUIRED_ROLES, load_bundle
+    from .bundle import SERVING_ROLES, load_bundle
 
     # The pipeline's imports (Python, holding the GIL) overlap the ONNX sessions' creation
     # (native code, releasing it).
@@ -49,7 +49,7 @@ def load_and_warm(settings: Settings):
         # Every artifact's hash is verified, but only the roles the service runs get a
         # session: the baselines are there for the report, not for serving.
         bundle = load_bundle(settings.model_dir, settings.providers, settings.ort_threads or None,
-                             roles=REQUIRED_ROLES)
+                             roles=SERVING_ROLES)
     finally:
         importer.join()
     _import_pipeline()  # re-raises here if the import failed in the thread

@@ -8,7 +8,6 @@ import numpy as np
 
 from .bundle import Bundle
 from .calibration import served_view
-from .pipeline import fusion
 from .pipeline.budget import Budget
 from .pipeline.config import MediaLimits
 from .pipeline.errors import MediaError
@@ -45,19 +44,15 @@ def _classify(bundle: Bundle, feats: ClipFeatures) -> np.ndarray:
 
 
 def _by_modality(bundle: Bundle, feats: ClipFeatures, fused: np.ndarray) -> dict[str, Any]:
-    """Each present modality's own probabilities: the classifier on the sequence with the
-    other modality removed (the views it was trained on), so a user sees which signal drove
-    the answer. With one modality present, its view is the fused answer itself."""
+    """Each present modality's own calibrated probabilities (the audio head, or the classifier
+    with the other modality removed), so a user sees which signal drove the answer. With one
+    modality present, its answer is the served one itself."""
     present = _present(feats)
     out: dict[str, Any] = {m: None for m in present}
-    if all(present.values()):
-        views = np.stack([fusion.modality_view(feats.sequence, bundle.config, m) for m in present])
-        for m, probs in zip(present, bundle.classify(views)):
-            out[m] = _probabilities(bundle.classes, bundle.calibrated(probs, m))
-    else:
-        for m, here in present.items():
-            if here:
-                out[m] = _probabilities(bundle.classes, fused)
+    for m, here in present.items():
+        if here:
+            probs = bundle.calibrated(bundle.expert(feats.sequence, m), m) if all(present.values()) else fused
+            out[m] = _probabilities(bundle.classes, probs)
     return out
 
 

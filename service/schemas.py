@@ -76,7 +76,9 @@ class PredictResponse(BaseModel):
     timeline: list[TimelineSegment] | None = Field(
         None, description="per-segment probabilities: clips longer than EMOTION_TIMELINE_AFTER_S or ?timeline=true")
     probabilities_by_modality: ModalityProbabilities | None = Field(
-        None, description="each present modality's own probabilities (when the bundle provides them)")
+        None, description="each present modality's own calibrated probabilities: audio from the bundle's audio head "
+                          "(else the classifier without the face), face from the classifier without the audio; "
+                          "null for a modality the clip does not have")
     timings_ms: dict[str, float] = Field(description="wall time per stage in ms (stages overlap)")
 
 

@@ -64,8 +64,8 @@ def test_a_bundle_serving_late_fusion_pools_the_modality_views(tmp_path):
     from service.pipeline.fusion import modality_view
 
     class FakeBundle(Bundle):
-        def __init__(self, manifest, config):
-            self.manifest, self._config = manifest, config
+        def __init__(self, manifest, config, sessions=None):
+            self.manifest, self._config, self.sessions = manifest, config, sessions or {}
 
         @property
         def config(self):
@@ -78,7 +78,7 @@ def test_a_bundle_serving_late_fusion_pools_the_modality_views(tmp_path):
 
     from service.pipeline.config import PipelineConfig
 
-    cfg = PipelineConfig()
+    cfg = PipelineConfig(audio_utterance_stats="mean,std")
     seq = np.random.default_rng(3).normal(size=(cfg.k_summary, cfg.step_dim)).astype(np.float32)
 
     class M:
@@ -90,3 +90,34 @@ def test_a_bundle_serving_late_fusion_pools_the_modality_views(tmp_path):
     assert np.allclose(b.answer(seq, "fused"), log_linear_pool(pa, pf, 0.5, 1.5))
     M.fusion = Fusion()
     assert np.allclose(b.answer(seq, "fused"), b.classify(seq[None])[0])
+
+    # With an audio head, the head answers audio-only clips and is the audio expert of late fusion.
+    from service.pipeline.fusion import utterance_of
+
+    class Head:
+        def run(self, u):
+            assert u.shape == (1, cfg.utterance_dim)
+            z = np.tile(np.linspace(0, 1, 7), (len(u), 1)) * (1 + float(np.abs(u).sum() % 2))
+            return np.exp(z) / np.exp(z).sum(1, keepdims=True)
+
+    M.fusion = Fusion(method="late_weighted", w_audio=0.5, w_face=1.5)
+    b = FakeBundle(M(), cfg, {"audio_head": Head()})
+    ph = Head().run(utterance_of(seq, cfg)[None])[0]
+    assert np.allclose(b.answer(seq, "audio"), ph)
+    assert np.allclose(b.answer(seq, "fused"), log_linear_pool(ph, pf, 0.5, 1.5))
+    assert np.allclose(b.answer(modality_view(seq, cfg, "face"), "face"), pf)
+
+
+def test_utterance_of_reads_back_what_the_sequence_was_built_with():
+    from service.pipeline.config import PipelineConfig
+    from service.pipeline.fusion import build_sequence, utterance_of
+
+    cfg = PipelineConfig(audio_utterance_stats="mean,p50")
+    rng = np.random.default_rng(4)
+    u = rng.normal(size=cfg.utterance_dim).astype(np.float32)
+    stats = rng.normal(size=(cfg.k_summary, 2 * cfg.audio_code_dim)).astype(np.float32)
+    present = np.array([False, True] + [True] * (cfg.k_summary - 2))
+    seq = build_sequence(cfg, None, np.zeros(cfg.k_summary, bool), stats, present, u)
+    assert np.array_equal(utterance_of(seq, cfg), u)
+    silent = build_sequence(cfg, None, np.zeros(cfg.k_summary, bool), stats, np.zeros(cfg.k_summary, bool), u)
+    assert not utterance_of(silent, cfg).any()

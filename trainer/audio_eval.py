@@ -60,9 +60,9 @@ def protocol(name: str) -> list[tuple[set[str], set[str]]]:
 TESS_EVERY = 4  # TESS files used: every 4th (700 of 2800, all emotions, both voices): CPU time
 
 
-def load(data: Path = DATA) -> tuple[list[Sample], list[Sample]]:
+def load(data: Path = DATA, tess_every: int = TESS_EVERY) -> tuple[list[Sample], list[Sample]]:
     rav = sorted(load_ravdess(data / "ravdess"), key=lambda s: str(s.path))
-    tess = sorted(load_tess(data / "tess"), key=lambda s: str(s.path))[::TESS_EVERY]
+    tess = sorted(load_tess(data / "tess"), key=lambda s: str(s.path))[::tess_every]
     return rav, tess
 
 
@@ -74,8 +74,9 @@ def labels(samples: list[Sample]) -> np.ndarray:
     return np.array([BASIC7.index(s.label) for s in samples])
 
 
-def extract(data: Path, cache_dir: Path, names: tuple[str, ...] = tuple(CONFIGS)) -> dict[str, list[AudioFrames]]:
-    rav, tess = load(data)
+def extract(data: Path, cache_dir: Path, names: tuple[str, ...] = tuple(CONFIGS),
+            tess_every: int = TESS_EVERY) -> dict[str, list[AudioFrames]]:
+    rav, tess = load(data, tess_every)
     samples = rav + tess
     t = time.time()
     per_cfg = all_frame_features(samples, [CONFIGS[n] for n in names], FeatureCache(cache_dir))
@@ -239,22 +240,26 @@ def format_row(row: dict) -> str:
 
 
 def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", code: int = 64,
-             stats: tuple[str, ...] = STATS5, with_tess: bool = True, source: str = "codes", svm_c: float = 10.0) -> dict:
+             stats: tuple[str, ...] = STATS5, with_tess: bool = True, source: str = "codes", svm_c: float = 10.0,
+             members: int = 1, tess_every: int = TESS_EVERY,
+             protocols: tuple[str, ...] = ("folds5", "heldout")) -> dict:
     """The final figure through ONNX files: per split of `folds5` and `heldout`, an audio
     encoder trained on the training side's frames (RAVDESS training actors + TESS),
     exported with `export_onnx`; codes from ONNX Runtime; speech-gated utterance
     statistics (the pipeline's `utterance_stats`); the utterance classifier exported with
-    `export_onnx` and run by ONNX Runtime. The SVM on the same ONNX codes is reported beside."""
+    `export_onnx` and run by ONNX Runtime (`members` > 1: the average of that many, from
+    different seeds, as the bundle's audio head). The SVM on the same ONNX codes is reported beside."""
     from service.bundle import open_session
 
     from .audio_features import train_audio_encoder, train_utterance_classifier
     from .export import export_onnx
+    from .stages.audio_head import average_of
 
     def ort_session(path, threads: int = 1):
         return open_session(path, path.stem, ["CPUExecutionProvider"], threads).session
 
-    rav, tess = load(data)
-    feats = extract(data, cache_dir, (cfg_name,))[cfg_name]
+    rav, tess = load(data, tess_every)
+    feats = extract(data, cache_dir, (cfg_name,), tess_every)[cfg_name]
     cfg = replace(CONFIGS[cfg_name], audio_code_dim=code, speech_gate_db=GATE_DB,
                   audio_utterance_stats=",".join(stats), audio_utterance_source=source)
     y = labels(rav + tess)
@@ -264,7 +269,7 @@ def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", cod
     res: dict = {"config": cfg.to_dict(), "splits": {}}
     allf = np.concatenate([f.features for f in feats])
     bounds = np.cumsum([0] + [len(f.features) for f in feats])
-    for pname in ("folds5", "heldout"):
+    for pname in protocols:
         for i, (train_a, test_a) in enumerate(protocol(pname)):
             t0 = time.time()
             name = f"{pname}{i}"
@@ -284,7 +289,8 @@ def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", cod
             x = np.stack([utterance_vector_gated(c, f, cfg) for c, f in zip(per_clip, feats)])
             tr = np.isin(actors, sorted(train_a)) | ((actors == "tess") & with_tess & ~tess_test)
             te = np.isin(actors, sorted(test_a))
-            clf = train_utterance_classifier(x[tr], y[tr], len(BASIC7))
+            clf = average_of([train_utterance_classifier(x[tr], y[tr], len(BASIC7), seed=m, name=f"audio_mlp_{m}") for m in range(members)],
+                             x.shape[1])
             c = export_onnx(clf, art / f"{name}_audio_classifier.onnx", sample_inputs=x[tr][:64],
                             input_name="utterance", output_name="probs")
             probs = ort_session(c.path).run(["probs"], {"utterance": x[te].astype(np.float32)})[0]
@@ -299,12 +305,14 @@ def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", cod
                 entry["tess_test_words"] = scores(y[tess_test], tp.argmax(1))
             res["splits"][name] = entry
             print(name, json.dumps({k: v for k, v in entry.items() if k != "confusion"}), file=sys.stderr, flush=True)
-    f5 = [v for k, v in res["splits"].items() if k.startswith("folds5")]
-    for m in ("onnx_mlp", "svm_on_onnx_codes"):
-        res[f"folds5_{m}"] = {k: [float(np.mean([f[m][k] for f in f5])), float(np.std([f[m][k] for f in f5]))]
-                              for k in ("acc", "uar", "f1")}
+    for pname in set(protocols) - {"heldout"}:
+        folds = [v for k, v in res["splits"].items() if k.startswith(pname)]
+        for m in ("onnx_mlp", "svm_on_onnx_codes"):
+            res[f"{pname}_{m}"] = {k: [float(np.mean([f[m][k] for f in folds])), float(np.std([f[m][k] for f in folds]))]
+                                   for k in ("acc", "uar", "f1")}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"audio_onnx_{cfg_name}_{code}_{source}.json").write_text(json.dumps(res, indent=1))
+    tag = f"_m{members}_tess{tess_every}" if (members, tess_every) != (1, TESS_EVERY) else ""
+    (out / f"audio_onnx_{cfg_name}_{code}_{source}{tag}_{'-'.join(protocols)}.json").write_text(json.dumps(res, indent=1))
     return res
 
 
@@ -328,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--code", type=int, default=64)
     ap.add_argument("--source", default="codes", choices=["codes", "frames"])
     ap.add_argument("--svm-c", type=float, default=10.0, help="C of the SVM reported beside (the table's select-protocol choice)")
+    ap.add_argument("--members", type=int, default=1, help="MLPs averaged in the ONNX classifier (the bundle's head: 5)")
+    ap.add_argument("--tess-every", type=int, default=TESS_EVERY, help="use every Nth TESS file (1: all)")
+    ap.add_argument("--protocols", default="folds5,heldout", help="comma list of select, folds5, heldout")
     args = ap.parse_args(argv)
     if args.command == "extract":
         extract(args.data, args.cache)
@@ -337,9 +348,11 @@ def main(argv: list[str] | None = None) -> None:
         for row in results.values():
             print(format_row(row))
     elif args.command == "onnx":
-        res = run_onnx(args.data, args.cache, args.out, args.cfg, args.code, source=args.source, svm_c=args.svm_c)
+        protocols = tuple(p for p in args.protocols.split(",") if p)
+        res = run_onnx(args.data, args.cache, args.out, args.cfg, args.code, source=args.source, svm_c=args.svm_c,
+                       members=args.members, tess_every=args.tess_every, protocols=protocols)
         for m in ("onnx_mlp", "svm_on_onnx_codes"):
-            print(m, res[f"folds5_{m}"], res["splits"]["heldout0"][m])
+            print(m, {p: res.get(f"{p}_{m}") or res["splits"]["heldout0"][m] for p in protocols})
 
 
 if __name__ == "__main__":

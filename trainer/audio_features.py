@@ -164,7 +164,8 @@ def utterance_vector(codes: np.ndarray, active: np.ndarray, cfg: PipelineConfig)
 
 
 def train_utterance_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, *, hidden: int = 256,
-                               dropout: float = 0.4, epochs: int = 60, seed: int = 0, noise: float = 0.1):
+                               dropout: float = 0.4, epochs: int = 60, seed: int = 0, noise: float = 0.1,
+                               name: str = "audio_utterance_classifier"):
     """Audio-only classifier on the per-utterance side input (float32 [n, utterance_dim]):
     standardisation (training statistics, inside the model) -> Gaussian noise -> dense
     ReLU -> dropout -> softmax; class-balanced. Returns the compiled, trained Keras model,
@@ -184,7 +185,7 @@ def train_utterance_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, *, 
     h = layers.Dense(hidden, activation="relu", kernel_regularizer=keras.regularizers.l2(1e-4))(h)
     h = layers.Dropout(dropout)(h)
     out = layers.Dense(n_classes, activation="softmax")(h)
-    model = keras.Model(inp, out, name="audio_utterance_classifier")
+    model = keras.Model(inp, out, name=name)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     model.fit(x.astype(np.float32), y, epochs=epochs, batch_size=64, shuffle=True, verbose=0, class_weight=weights)
     return model

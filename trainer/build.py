@@ -16,6 +16,7 @@ from .face_training import TrainingPaused
 from .recipe import BuildOptions
 from .stages import BuildContext, run_stage
 from .stages.audio import audio_encoder, audio_features
+from .stages.audio_head import audio_head
 from .stages.classifiers import classifiers
 from .stages.data import prepare_data
 from .stages.evaluation import evaluation
@@ -69,8 +70,9 @@ def _stages(ctx: BuildContext) -> Path:
                       lambda frame_enc: sessions(audio_enc.export, backbone.export, frame_enc))
     encoders = sessions(audio_enc.export, backbone.export, faces.frame_encoder, detector.export)
     fused = run_stage(ctx, "pairs", pairs, corpora, audio, faces, encoders)
+    head = run_stage(ctx, "audio_head", audio_head, fused)
     selection = run_stage(ctx, "feature_selection", feature_selection, fused)
-    clfs = run_stage(ctx, "classifiers", classifiers, fused, selection)
+    clfs = run_stage(ctx, "classifiers", classifiers, fused, selection, head)
     ev = run_stage(ctx, "evaluation", evaluation, corpora, audio, faces, fused, selection, clfs, encoders)
     exports = {"audio_encoder": audio_enc.export, "image_features": backbone.export,
                "frame_encoder": faces.frame_encoder, "face_detector": detector.export, **clfs.exports}

@@ -8,6 +8,8 @@ import numpy as np
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, recall_score,
                              roc_auc_score)
 
+from service.calibration import expected_calibration_error
+
 
 def metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     labels = list(range(len(classes)))
@@ -22,6 +24,7 @@ def metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> di
         "uar": float(np.mean([recall[i] for i in present])),
         "per_class_recall": {classes[i]: float(recall[i]) for i in present},
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "ece": expected_calibration_error(np.asarray(y_true), np.asarray(probs, np.float64)),  # 15 bins
     }
     if len(present) > 1:
         try:

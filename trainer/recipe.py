@@ -69,6 +69,10 @@ class Recipe:
                                   "speakers)", default=40, quick=8)
     early_stopping_patience: int = tunable(8, "epochs without a better validation loss before stopping")
     batch_size: int = tunable(64, "training batch size (classifiers, ResNet-50)")
+    audio_head_members: int = tunable(5, "MLPs (different seeds) averaged in the audio-only head on the "
+                                         "utterance statistics; 0: no head, audio-only answers from the classifier")
+    audio_head_hidden: int = tunable(256, "hidden units of each audio-head MLP")
+    audio_head_epochs: int = tunable(60, "epochs of each audio-head MLP (fixed: no early stopping)", quick=10)
     # --- feature selection (IZOA) -----------------------------------------------------------------
     izoa_population: int = tunable(20, "IZOA population (zebras)", default=12, quick=6)
     izoa_iterations: int = tunable(30, "IZOA iterations", default=15, quick=3)

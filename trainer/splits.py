@@ -13,6 +13,9 @@ RAVDESS_VAL = {"15", "16"}
 SAVEE_TEST, SAVEE_VAL = {"KL"}, {"JK"}
 # CREMA-D actors 1001-1018 (20 %) are test, 1019-1027 validation.
 CREMAD_TEST, CREMAD_VAL = range(1001, 1019), range(1019, 1028)
+# Corpora split by something other than the speaker (TESS: two voices, split by word): their
+# speakers are on every side, so fitting anything to "unseen speakers" must leave them out.
+SHARED_SPEAKER_CORPORA = frozenset({"tess"})
 
 
 def _bucket(key: str) -> int:

@@ -85,3 +85,12 @@ def modality_view(sequence: np.ndarray, cfg: PipelineConfig, keep: str) -> np.nd
     else:
         raise ValueError(f"keep must be 'audio' or 'face', not {keep!r}")
     return out
+
+
+def utterance_of(sequence: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
+    """The per-utterance audio side input that `build_sequence` repeated in the audio-present
+    steps of a [K, step_dim] sequence (zeros when no step has audio): the audio head's input."""
+    lay = cfg.layout()
+    a, b = lay.get("audio_utterance", (0, 0))
+    present = np.flatnonzero(sequence[:, lay["flags"][0]] > 0)
+    return np.array(sequence[present[0], a:b] if len(present) else np.zeros(b - a), np.float32)

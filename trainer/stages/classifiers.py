@@ -10,11 +10,15 @@ from typing import Any
 import numpy as np
 
 from service.bundle import open_session
+from service.calibration import apply_temperature, log_linear_pool
+from service.pipeline.fusion import modality_view, utterance_of
 
 from ..evaluate import metrics
 from ..export import ExportResult, export_onnx
 from ..recipe import Recipe
+from ..splits import SHARED_SPEAKER_CORPORA
 from . import BuildContext, stage_output
+from .audio_head import AudioHead
 from .fusion import Pairs
 from .selection import Selection
 
@@ -101,13 +105,59 @@ def _by_view(sess, data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, t
             for view in VIEWS if (data["view"] == view).any()}
 
 
-def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection) -> Classifiers:
+def _head_view(head, data: dict[str, np.ndarray], cfg) -> tuple[np.ndarray, np.ndarray]:
+    """The audio head's answers on the audio-only rows of `data` (the rows the classifier's
+    audio view scores, in the same order)."""
+    rows = data["view"] == "audio"
+    u = np.stack([utterance_of(x, cfg) for x in data["X"][rows]]) if rows.any() else np.zeros((0, cfg.utterance_dim))
+    return data["y"][rows], head.run(u.astype(np.float32))
+
+
+def speaker_disjoint(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rows of a split whose speakers are in no other split: what temperatures and fusion
+    weights are fitted on (TESS's two voices are on every side; its rows would teach them a
+    speaker the test split never has)."""
+    keep = np.array([str(g).split(":", 1)[0] not in SHARED_SPEAKER_CORPORA for g in data["group"]], bool)
+    return {k: v[keep] for k, v in data.items()}
+
+
+def served_answers(views: dict[str, tuple[np.ndarray, np.ndarray]], calibration: dict[str, Any],
+                   fusion: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """What the service answers for each view (service.bundle.Bundle.answer), from the experts'
+    raw answers: calibrated single modalities, and the fused view as `fusion` says."""
+    temps = {v: c["temperature"] for v, c in (calibration.get("views") or {}).items()}
+    out = {v: {"y": y, "p": apply_temperature(p, temps.get(v, 1.0))} for v, (y, p) in views.items()}
+    if fusion.get("method") == "late_weighted":
+        (y, pa), (_, pf) = views["audio"], views["face"]
+        out["fused"] = {"y": y, "p": log_linear_pool(pa, pf, fusion["w_audio"], fusion["w_face"])}
+    return out
+
+
+def _served_real(real: dict[str, np.ndarray], sess, head_sess, mask: np.ndarray, cfg, calibration: dict[str, Any],
+                 fusion: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The served answers on real audio-visual clips (both modalities present)."""
+    X = real["X"]
+    if fusion.get("method") != "late_weighted":
+        t = (calibration.get("views") or {}).get("fused", {}).get("temperature", 1.0)
+        return {"y": real["y"], "p": apply_temperature(sess.run(X[..., mask]), t)}
+    face = sess.run(np.stack([modality_view(x, cfg, "face") for x in X])[..., mask])
+    audio = (head_sess.run(np.stack([utterance_of(x, cfg) for x in X])) if head_sess is not None
+             else sess.run(np.stack([modality_view(x, cfg, "audio") for x in X])[..., mask]))
+    return {"y": real["y"], "p": log_linear_pool(audio, face, fusion["w_audio"], fusion["w_face"])}
+
+
+def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: AudioHead) -> Classifiers:
     from ..calibrate import calibrate_views
     from ..late_fusion import late_fusion
 
-    mask, te = selection.mask, pairs.data["test"]
-    layout = ctx.cfg.layout()
+    mask, te, cfg = selection.mask, pairs.data["test"], ctx.cfg
+    va = speaker_disjoint(pairs.data["val"])
+    layout = cfg.layout()
     exports, scored, results, calibration, late = {}, {}, {}, {}, {}
+    head_sess = open_session(head.export.path, "audio_head") if head.export else None
+    if head_sess is not None:
+        exports["audio_head"] = head.export
+        scored["audio_head"] = {"audio": dict(zip(("y", "p"), _head_view(head_sess, te, cfg)))}
     for name in CLASSIFIERS:
         model = fit_classifier(name, pairs.data["train"], pairs.data["val"], mask, layout, len(ctx.classes),
                                ctx.recipe)
@@ -117,15 +167,21 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection) -> Classi
         sess = open_session(exports[role].path, role)
         test_views = _by_view(sess, te, mask)
         scored[name] = {view: {"y": y, "p": p} for view, (y, p) in test_views.items()}
-        if role == "classifier":  # the served model: its temperature per view, from validation speakers
-            val_views = _by_view(sess, pairs.data["val"], mask)
+        if role == "classifier":  # the served model: experts, temperatures and fusion from validation speakers
+            val_views = _by_view(sess, va, mask)
+            if head_sess is not None:  # the audio expert is the head
+                val_views["audio"], test_views["audio"] = _head_view(head_sess, va, cfg), _head_view(head_sess, te, cfg)
             calibration = calibrate_views(val_views, test_views)
-            references, late = late_fusion(val_views, test_views)  # its audio-only x face-only answers
+            references, late = late_fusion(val_views, test_views)  # the audio expert x the face-only answers
             for ref, views in references.items():
                 scored[ref] = views
-                results[ref] = {view: metrics(s["y"], s["p"], ctx.classes) for view, s in views.items()}
+            scored["served"] = served_answers(test_views, calibration, late.get("served") or {})
         real = pairs.real_av["test"]
         if len(real["y"]):
             scored[name]["real_av"] = {"y": real["y"], "p": sess.run(real["X"][..., mask])}
-        results[name] = {view: metrics(s["y"], s["p"], ctx.classes) for view, s in scored[name].items()}
+            if role == "classifier":
+                scored["served"]["real_av"] = _served_real(real, sess, head_sess, mask, cfg, calibration,
+                                                           late.get("served") or {})
+    results = {name: {view: metrics(s["y"], s["p"], ctx.classes) for view, s in views.items()}
+               for name, views in scored.items()}
     return Classifiers(exports, scored, results, calibration, late)

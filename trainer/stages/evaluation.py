@@ -43,6 +43,17 @@ def corpus_breakdown(test: dict[str, np.ndarray], scored: dict[str, dict[str, np
     return out
 
 
+def _reliability_panels(clfs: Classifiers) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per served view: (y, the expert's raw answer, the served answer). The raw answer of a
+    late-weighted fused view is the plain product of the experts (before its fitted weights)."""
+    served, scored = clfs.scored.get("served") or {}, clfs.scored
+    raw = {v: s for v, s in (scored.get("bilstm_sa") or {}).items() if v in ("fused", "face", "audio")}
+    raw.update(scored.get("audio_head") or {})
+    if (clfs.late_fusion.get("served") or {}).get("method") == "late_weighted":
+        raw["fused"] = scored["late_product"]["fused"]
+    return {v: (raw[v]["y"], raw[v]["p"], served[v]["p"]) for v in ("fused", "audio", "face") if v in served and v in raw}
+
+
 def write_figures(stage: Path, clfs: Classifiers, classes: list[str]) -> list[str]:
     """Confusion matrices (every view) and fused ROC curves of every model, as PNG files."""
     files = []
@@ -58,15 +69,10 @@ def write_figures(stage: Path, clfs: Classifiers, classes: list[str]) -> list[st
             roc_figure(roc, f"{name}, fused, test split: one-vs-rest ROC", views["fused"]["y"], views["fused"]["p"],
                        classes)
             files.append(roc.name)
-    views = clfs.calibration.get("views", {}) if clfs.calibration else {}
-    if views and "bilstm_sa" in clfs.scored:
-        from service.calibration import apply_temperature
-
-        scored = clfs.scored["bilstm_sa"]
-        panels = {v: (scored[v]["y"], scored[v]["p"], apply_temperature(scored[v]["p"], views[v]["temperature"]))
-                  for v in views if v in scored}
-        reliability = stage / "reliability_bilstm_sa.png"
-        reliability_figure(reliability, "bilstm_sa, test split: before / after temperature scaling", panels)
+    panels = _reliability_panels(clfs)
+    if panels:
+        reliability = stage / "reliability_served.png"
+        reliability_figure(reliability, "served answers, test split: before / after calibration", panels)
         files.append(reliability.name)
     return files
 
