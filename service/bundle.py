@@ -240,6 +240,10 @@ def session_options(threads: int | None):
     # Our ONNX calls are short and far apart, between ffmpeg and face detection: threads that
     # spin-wait after each call would only take CPU from that work.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No CPU memory arena: an arena keeps, for the life of the process, the largest buffers any
+    # request needed (a 10-minute clip's audio frames), which a long-running service sees as
+    # RSS creeping up request after request; plain malloc gives large buffers back.
+    opts.enable_cpu_mem_arena = False
     return opts
 
 

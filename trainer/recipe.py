@@ -71,6 +71,8 @@ class Recipe:
     batch_size: int = tunable(64, "training batch size (classifiers, ResNet-50)")
     audio_head_members: int = tunable(5, "MLPs (different seeds) averaged in the audio-only head on the "
                                          "utterance statistics; 0: no head, audio-only answers from the classifier")
+    audio_head_tess_every: int = tunable(4, "of TESS's training clips the audio head sees every Nth (0: none); "
+                                            "its two voices would otherwise outnumber the actors")
     audio_head_hidden: int = tunable(256, "hidden units of each audio-head MLP")
     audio_head_epochs: int = tunable(60, "epochs of each audio-head MLP (fixed: no early stopping)", quick=10)
     # --- feature selection (IZOA) -----------------------------------------------------------------

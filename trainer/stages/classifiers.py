@@ -157,7 +157,8 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: Aud
     head_sess = open_session(head.export.path, "audio_head") if head.export else None
     if head_sess is not None:
         exports["audio_head"] = head.export
-        scored["audio_head"] = {"audio": dict(zip(("y", "p"), _head_view(head_sess, te, cfg)))}
+        head_test = _head_view(head_sess, te, cfg)
+        scored["audio_head"] = {"audio": dict(zip(("y", "p"), head_test))}
     for name in CLASSIFIERS:
         model = fit_classifier(name, pairs.data["train"], pairs.data["val"], mask, layout, len(ctx.classes),
                                ctx.recipe)
@@ -170,7 +171,7 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: Aud
         if role == "classifier":  # the served model: experts, temperatures and fusion from validation speakers
             val_views = _by_view(sess, va, mask)
             if head_sess is not None:  # the audio expert is the head
-                val_views["audio"], test_views["audio"] = _head_view(head_sess, va, cfg), _head_view(head_sess, te, cfg)
+                val_views["audio"], test_views["audio"] = _head_view(head_sess, va, cfg), head_test
             calibration = calibrate_views(val_views, test_views)
             references, late = late_fusion(val_views, test_views)  # the audio expert x the face-only answers
             for ref, views in references.items():
