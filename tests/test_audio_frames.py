@@ -178,3 +178,25 @@ def test_long_tracks_are_computed_in_chunks_with_the_same_values():
     active = rng.random(n) > 0.4
     assert np.array_equal(af.utterance_stats(whole, active, block=whole.shape[1]),
                           af.utterance_stats(whole, active, block=5))
+
+
+def test_an_mp3_round_trip_is_decoded_as_an_upload_and_cached(tmp_path):
+    """The audio head's codec copies: LAME at 16 kHz low-passes near 7.3 kHz, so the top mel
+    band of the copy loses energy (about 11 dB over the voiced frames) while the bands of the
+    voice stay put; the second call reads the cache instead of running ffmpeg again."""
+    from trainer.audio_features import codec_frame_features
+
+    path = _ravdess(1)[0]
+    sample = Sample(path=path, label="neutral", speaker="ravdess:03", corpus="ravdess", modality="audio")
+    cache = FeatureCache(tmp_path / "cache")
+    orig = frame_features(sample, RICH, FeatureCache(None))
+    coded = codec_frame_features(sample, RICH, cache, "mp3_64k")
+    n = min(len(orig.features), len(coded.features))
+    assert abs(len(orig.features) - len(coded.features)) < 20  # the encoder's padding at most
+    voiced = orig.active(RICH)[:n]
+    drop = (orig.features[:n, :RICH.n_mels] - coded.features[:n, :RICH.n_mels])[voiced].mean(axis=0)  # log-mel dB
+    assert np.abs(drop[5:60]).max() < 1.0 and drop[-1] > 5.0, drop.round(1)
+    files = list((tmp_path / "cache").rglob("*.npz"))
+    assert len(files) == 1
+    again = codec_frame_features(sample, RICH, cache, "mp3_64k")
+    assert np.array_equal(again.features, coded.features) and list((tmp_path / "cache").rglob("*.npz")) == files

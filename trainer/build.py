@@ -70,7 +70,7 @@ def _stages(ctx: BuildContext) -> Path:
                       lambda frame_enc: sessions(audio_enc.export, backbone.export, frame_enc))
     encoders = sessions(audio_enc.export, backbone.export, faces.frame_encoder, detector.export)
     fused = run_stage(ctx, "pairs", pairs, corpora, audio, faces, encoders)
-    head = run_stage(ctx, "audio_head", audio_head, fused)
+    head = run_stage(ctx, "audio_head", audio_head, corpora, audio)
     selection = run_stage(ctx, "feature_selection", feature_selection, fused)
     clfs = run_stage(ctx, "classifiers", classifiers, fused, selection, head)
     ev = run_stage(ctx, "evaluation", evaluation, corpora, audio, faces, fused, selection, clfs, encoders)

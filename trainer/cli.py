@@ -71,8 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def options_from(args: argparse.Namespace) -> BuildOptions:
     overrides = {name: getattr(args, name) for name, *_ in Recipe.options() if getattr(args, name) is not None}
-    if "corpora" in overrides:
-        overrides["corpora"] = tuple(overrides["corpora"])
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}  # list options
     return BuildOptions(
         data_dir=args.data.resolve(), out_dir=args.out.resolve(),
         recipe=Recipe.for_profile(args.profile, **overrides), profile=args.profile, name=args.name,

@@ -10,34 +10,43 @@ different seeds (one ONNX graph), which steadies the answer of a model trained o
 Only a quarter of TESS's clips join its training: TESS's two voices outnumber the RAVDESS
 actors' clips and pull the head towards them (bench/audio_eval.md: 4 folds over actors 1-16).
 
-Its inputs are read back from the fusion sequences of the `pairs` stage with the serving
-code's `utterance_of`, so the head sees exactly what the service hands it."""
+Lossy coding moves the features (LAME's 7.3 kHz low-pass at 16 kHz changed the head's label
+on 39 % of validation clips), so the head also trains on mp3 round trips of its clips.
+The `classifiers` stage scores it on the validation and test sequences through the serving
+code's `utterance_of`, so what is reported is what the service hands it."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from service.pipeline.fusion import utterance_of
-
+from ..audio_features import codec_frame_features, utterance_vector
 from ..export import ExportResult, export_onnx
 from . import BuildContext, log, stage_output
-from .fusion import Pairs
+from .audio import AudioFeatures
+from .data import Corpora
 
 
-def utterances(cfg, data: dict[str, np.ndarray], tess_every: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Each clip's utterance vector and label, once per clip: the rows of `data` that carry
-    audio, de-duplicated (training draws several pairs per clip); of TESS's clips only every
-    `tess_every`-th (0: none)."""
-    flag = cfg.layout()["flags"][0]
-    rows = np.flatnonzero((data["X"][:, :, flag] > 0).any(axis=1))
-    u = np.stack([utterance_of(data["X"][i], cfg) for i in rows]) if len(rows) else np.zeros((0, cfg.utterance_dim))
-    _, first = np.unique(u, axis=0, return_index=True)
-    keep = np.sort(first)
-    tess = np.array([str(g).startswith("tess:") for g in data["group"][rows][keep]], bool)
-    nth = np.cumsum(tess) - 1  # index among the TESS clips
-    keep = keep[~tess | ((nth % tess_every == 0) if tess_every > 0 else False)]
-    return u[keep].astype(np.float32), data["y"][rows][keep]
+def training_set(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> tuple[np.ndarray, np.ndarray]:
+    """The head's training utterances and labels: each training clip with a voice (of TESS's,
+    every `audio_head_tess_every`-th), then the same clips again after each lossy round trip
+    in `audio_head_codecs`. Utterance vectors are the pipeline's (`utterance_vector` over the
+    speech-active frames), what `assemble` puts in the fusion sequence."""
+    cfg, r = ctx.cfg, ctx.recipe
+    samples, frames = corpora.audio["train"], audio.frames["train"]
+    labels = corpora.labels(samples, ctx)
+    nth_tess = np.cumsum([s.corpus == "tess" for s in samples]) - 1
+    keep = [i for i, (s, f) in enumerate(zip(samples, frames)) if len(f.features) and
+            (s.corpus != "tess" or (r.audio_head_tess_every > 0 and nth_tess[i] % r.audio_head_tess_every == 0))]
+    x = [utterance_vector(frames[i].features, frames[i].active(cfg), cfg) for i in keep]
+    y = [labels[i] for i in keep]
+    for codec in r.audio_head_codecs:
+        with ThreadPoolExecutor(max_workers=2) as pool:  # ffmpeg runs as child processes
+            coded = list(pool.map(lambda i: codec_frame_features(samples[i], cfg, ctx.cache, codec), keep))
+        x += [utterance_vector(f.features, f.active(cfg), cfg) for f in coded]
+        y += [labels[i] for i in keep]
+    return np.stack(x).astype(np.float32), np.asarray(y)
 
 
 def average_of(members, n_inputs: int):
@@ -57,14 +66,18 @@ class AudioHead:
     export: ExportResult | None      # None: the layout has no utterance block
 
 
-def audio_head(ctx: BuildContext, pairs: Pairs) -> AudioHead:
+def audio_head(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> AudioHead:
     from ..audio_features import train_utterance_classifier
 
     cfg, r = ctx.cfg, ctx.recipe
     if not cfg.utterance_dim or r.audio_head_members < 1:
         return AudioHead(None)
-    x, y = utterances(cfg, pairs.data["train"], r.audio_head_tess_every)
-    log.info("audio head: %d training utterances, %d members", len(y), r.audio_head_members)
+    if cfg.audio_utterance_source != "frames":
+        log.info("audio head: skipped (it summarises frame features; this build's utterance block holds codes)")
+        return AudioHead(None)
+    x, y = training_set(ctx, corpora, audio)
+    log.info("audio head: %d training utterances (codec copies: %s), %d members", len(y),
+             ", ".join(r.audio_head_codecs) or "none", r.audio_head_members)
     members = [train_utterance_classifier(x, y, len(ctx.classes), hidden=r.audio_head_hidden,
                                           epochs=r.audio_head_epochs, seed=r.seed + i, name=f"audio_mlp_{i}")
                for i in range(r.audio_head_members)]
