@@ -54,6 +54,11 @@ def test_the_served_fusion_is_the_one_more_accurate_on_validation():
     _, info = late_fusion({**val, "fused": (y, strong)}, test)
     assert info["served"]["method"] == "sequence"
     assert 0.0 <= info["late_weighted"]["ece_test"] <= 1.0
+    # the recipe may name the served fusion (measured through the service); the figures stay in chosen_by
+    _, info = late_fusion({**val, "fused": (y, strong)}, test, "late_weighted")
+    assert info["served"]["method"] == "late_weighted" and "sequence 1.000" in info["served"]["chosen_by"]
+    with pytest.raises(ValueError):
+        late_fusion(val, test, "mean")
 
 
 def test_a_bundle_serving_late_fusion_pools_the_modality_views(tmp_path):

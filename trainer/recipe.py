@@ -78,6 +78,13 @@ class Recipe:
                                                  quick=())
     audio_head_hidden: int = tunable(256, "hidden units of each audio-head MLP")
     audio_head_epochs: int = tunable(60, "epochs of each audio-head MLP (fixed: no early stopping)", quick=10)
+    fusion: str = tunable("late_weighted", "served answer when audio and face are both present: late_weighted "
+                                           "(the audio head and the classifier's face-only answer pooled, weights "
+                                           "fitted on validation speakers), sequence (the Bi-LSTM-SA on the fused "
+                                           "sequence) or auto (the one more accurate on the validation pseudo-pairs, "
+                                           "which show faces more cleanly than a video does: through the service "
+                                           "late_weighted was 0.76 vs 0.68 on validation speakers, "
+                                           "bench/heldout_val.md)", quick="auto")
     # --- feature selection (IZOA) -----------------------------------------------------------------
     izoa_population: int = tunable(20, "IZOA population (zebras)", default=12, quick=6)
     izoa_iterations: int = tunable(30, "IZOA iterations", default=15, quick=3)

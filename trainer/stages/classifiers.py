@@ -173,7 +173,7 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: Aud
             if head_sess is not None:  # the audio expert is the head
                 val_views["audio"], test_views["audio"] = _head_view(head_sess, va, cfg), head_test
             calibration = calibrate_views(val_views, test_views)
-            references, late = late_fusion(val_views, test_views)  # the audio expert x the face-only answers
+            references, late = late_fusion(val_views, test_views, ctx.recipe.fusion)  # audio expert x face view
             for ref, views in references.items():
                 scored[ref] = views
             scored["served"] = served_answers(test_views, calibration, late.get("served") or {})
