@@ -59,10 +59,13 @@ def _headline(manifest: Manifest) -> list[str]:
              "| served view | n | accuracy | macro-F1 | UAR | ECE |", "|---|---|---|---|---|---|"]
     lines += [f"| {VIEWS.get(v, v)} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['uar']:.3f} | "
               f"{m.get('ece', float('nan')):.3f} |" for v, m in served[corpus].items()]
-    real = (manifest.metrics.get("test") or {}).get("served", {}).get("real_av")
-    if real:
-        lines += ["", f"Real audio-visual clips (CREMA-D), served answer: accuracy {real['accuracy']:.3f} of "
-                      f"{real['n']}; per clip in bench/heldout_test.md (through a real server)."]
+    clips = manifest.metrics.get("real_av_clips") or []
+    if clips:
+        lines += ["", "Real audio-visual clips (CREMA-D, an actor no model trained on), the served answer per clip "
+                      "(through a real server: bench/heldout_test.md):", "",
+                  "| clip | true | predicted | p(predicted) | p(true) |", "|---|---|---|---|---|"]
+        lines += [f"| {c['clip']} | {c['true']} | {c['predicted']} | {c['p_predicted']:.3f} | {c['p_true']:.3f} |"
+                  for c in clips]
     return lines + ["", "## Every model and view on the whole test split", ""]
 
 

@@ -25,6 +25,7 @@ class Evaluation:
     by_corpus: dict[str, Any]
     paper_protocol: dict[str, Any]
     figures: list[str] = field(default_factory=list)
+    real_clips: list[dict[str, Any]] = field(default_factory=list)  # the served answer per real AV clip
 
 
 def corpus_breakdown(test: dict[str, np.ndarray], scored: dict[str, dict[str, np.ndarray]],
@@ -103,4 +104,15 @@ def evaluation(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures, faces:
     paper = {}
     if ctx.opts.label_set == "basic7" and ctx.opts.paper_protocol:
         paper = _paper_protocol(ctx, corpora, audio, faces, selection, encoders)
-    return Evaluation(by_corpus, paper, write_figures(ctx.staging, clfs, ctx.classes))
+    return Evaluation(by_corpus, paper, write_figures(ctx.staging, clfs, ctx.classes),
+                      real_clips(corpora, clfs, ctx.classes))
+
+
+def real_clips(corpora: Corpora, clfs: Classifiers, classes: list[str]) -> list[dict[str, Any]]:
+    """Each real audio-visual test clip (CREMA-D) with the served answer: what a user would get."""
+    served = (clfs.scored.get("served") or {}).get("real_av")
+    if served is None:
+        return []
+    return [{"clip": s.path.name, "true": classes[int(y)], "predicted": classes[int(p.argmax())],
+             "p_predicted": float(p.max()), "p_true": float(p[int(y)])}
+            for s, y, p in zip(corpora.videos["test"], served["y"], served["p"])]

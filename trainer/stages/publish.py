@@ -47,6 +47,7 @@ def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, Export
                  "face_backbone_test_exported": faces.exported_test_metrics, "test_by_corpus": ev.by_corpus,
                  "face_fer2013_public_test": backbone.fer_public_test, "selection": selection.comparison,
                  "paper_protocol_leaky": ev.paper_protocol, "late_fusion": clfs.late_fusion,
+                 "real_av_clips": ev.real_clips,
                  "face_backbone": {"name": backbone.name, "learning_curve": backbone.learning_curve,
                                    "ort_ms_per_face": backbone.ort_ms_per_face}},
         report_figures=ev.figures,
