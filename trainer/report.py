@@ -80,8 +80,9 @@ def _test_tables(manifest: Manifest) -> list[str]:
     late = metrics.get("late_fusion") or {}
     if late:
         w = late.get("late_weighted", {})
-        lines += ["", "Late-fusion references, on the same test sequences: `late_product` multiplies the proposed "
-                      "model's audio-only and face-only answers (product of experts); `late_weighted` pools them "
+        audio = "the audio head's" if "audio_head" in manifest.artifacts else "the proposed model's audio-only"
+        lines += ["", f"Late-fusion references, on the same test sequences: `late_product` multiplies {audio} "
+                      "answers and the proposed model's face-only answers (product of experts); `late_weighted` pools them "
                       f"log-linearly, p ∝ p_audio^{w.get('w_audio', 1):g} · p_face^{w.get('w_face', 1):g}, weights "
                       f"fitted on validation speakers (ECE of its test answers {w.get('ece_test', float('nan')):.3f})."]
     fusion = manifest.fusion
