@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -242,16 +243,18 @@ def format_row(row: dict) -> str:
 def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", code: int = 64,
              stats: tuple[str, ...] = STATS5, with_tess: bool = True, source: str = "codes", svm_c: float = 10.0,
              members: int = 1, tess_every: int = TESS_EVERY,
-             protocols: tuple[str, ...] = ("folds5", "heldout")) -> dict:
+             protocols: tuple[str, ...] = ("folds5", "heldout"), codecs: tuple[str, ...] = ()) -> dict:
     """The final figure through ONNX files: per split of `folds5` and `heldout`, an audio
     encoder trained on the training side's frames (RAVDESS training actors + TESS),
     exported with `export_onnx`; codes from ONNX Runtime; speech-gated utterance
     statistics (the pipeline's `utterance_stats`); the utterance classifier exported with
     `export_onnx` and run by ONNX Runtime (`members` > 1: the average of that many, from
-    different seeds, as the bundle's audio head). The SVM on the same ONNX codes is reported beside."""
+    different seeds, as the bundle's audio head; `codecs`: the training side also gets each
+    clip's lossy round trips, trainer.audio_features.CODECS, with `--source frames` only).
+    The SVM on the same ONNX codes is reported beside."""
     from service.bundle import open_session
 
-    from .audio_features import train_audio_encoder, train_utterance_classifier
+    from .audio_features import codec_frame_features, train_audio_encoder, train_utterance_classifier
     from .export import export_onnx
     from .stages.audio_head import average_of
 
@@ -267,6 +270,12 @@ def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", cod
     tess_test = np.array([False] * len(rav) + [split_of(s) == "test" for s in tess])
     art = out / "audio_onnx"
     res: dict = {"config": cfg.to_dict(), "splits": {}}
+    if codecs and source != "frames":
+        raise ValueError("codec copies are only implemented for --source frames")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # ffmpeg runs as child processes
+        coded = [list(pool.map(lambda smp, c=c: codec_frame_features(smp, CONFIGS[cfg_name], FeatureCache(cache_dir), c),
+                               rav + tess)) for c in codecs]
+    x_coded = [np.stack([utterance_vector_gated(f.features, f, cfg) for f in fs]) for fs in coded]
     allf = np.concatenate([f.features for f in feats])
     bounds = np.cumsum([0] + [len(f.features) for f in feats])
     for pname in protocols:
@@ -289,8 +298,10 @@ def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", cod
             x = np.stack([utterance_vector_gated(c, f, cfg) for c, f in zip(per_clip, feats)])
             tr = np.isin(actors, sorted(train_a)) | ((actors == "tess") & with_tess & ~tess_test)
             te = np.isin(actors, sorted(test_a))
-            clf = average_of([train_utterance_classifier(x[tr], y[tr], len(BASIC7), seed=m, name=f"audio_mlp_{m}") for m in range(members)],
-                             x.shape[1])
+            x_tr = np.concatenate([x[tr]] + [xc[tr] for xc in x_coded])
+            y_tr = np.concatenate([y[tr]] * (1 + len(x_coded)))
+            clf = average_of([train_utterance_classifier(x_tr, y_tr, len(BASIC7), seed=m, name=f"audio_mlp_{m}")
+                              for m in range(members)], x.shape[1])
             c = export_onnx(clf, art / f"{name}_audio_classifier.onnx", sample_inputs=x[tr][:64],
                             input_name="utterance", output_name="probs")
             probs = ort_session(c.path).run(["probs"], {"utterance": x[te].astype(np.float32)})[0]
@@ -312,6 +323,7 @@ def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", cod
                                    for k in ("acc", "uar", "f1")}
     out.mkdir(parents=True, exist_ok=True)
     tag = f"_m{members}_tess{tess_every}" if (members, tess_every) != (1, TESS_EVERY) else ""
+    tag += "".join(f"_{c}" for c in codecs)
     (out / f"audio_onnx_{cfg_name}_{code}_{source}{tag}_{'-'.join(protocols)}.json").write_text(json.dumps(res, indent=1))
     return res
 
@@ -339,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--members", type=int, default=1, help="MLPs averaged in the ONNX classifier (the bundle's head: 5)")
     ap.add_argument("--tess-every", type=int, default=TESS_EVERY, help="use every Nth TESS file (1: all)")
     ap.add_argument("--protocols", default="folds5,heldout", help="comma list of select, folds5, heldout")
+    ap.add_argument("--codecs", default="", help="comma list of trainer.audio_features.CODECS whose round trips "
+                                                 "join the training side (the bundle's head: mp3_160k,mp3_64k)")
     args = ap.parse_args(argv)
     if args.command == "extract":
         extract(args.data, args.cache)
@@ -350,7 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "onnx":
         protocols = tuple(p for p in args.protocols.split(",") if p)
         res = run_onnx(args.data, args.cache, args.out, args.cfg, args.code, source=args.source, svm_c=args.svm_c,
-                       members=args.members, tess_every=args.tess_every, protocols=protocols)
+                       members=args.members, tess_every=args.tess_every, protocols=protocols,
+                       codecs=tuple(c for c in args.codecs.split(",") if c))
         for m in ("onnx_mlp", "svm_on_onnx_codes"):
             print(m, {p: res.get(f"{p}_{m}") or res["splits"]["heldout0"][m] for p in protocols})
 
