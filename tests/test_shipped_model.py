@@ -65,3 +65,28 @@ def test_held_out_ravdess_audio_accuracy_reproduces_from_the_shipped_artifacts(m
     # Same artifacts, same inputs: equal up to a rare argmax flip from another CPU's float rounding.
     assert abs(ours["accuracy"] - reported["accuracy"]) <= 2 / ours["n"]
 
+
+
+def test_the_shipped_bundle_gives_one_label_to_a_voice_in_every_format(manifest, data_dir, tmp_path):
+    """Issue 18: a .wav, .flac, .mp3 and .ogg of the same speech get the same label from audio
+    alone. The clip is the one tests/test_service.py uses (chosen before this bundle existed);
+    the shipped audio head trains on mp3 round trips, so LAME's low-pass no longer moves it."""
+    import subprocess
+
+    from service.pipeline.config import MediaLimits
+    from service.predictor import predict_file
+
+    src = data_dir / "ravdess" / "Actor_01" / "03-01-05-02-02-02-01.flac"
+    if not src.is_file():
+        pytest.skip(f"{src} not found")
+    bundle = load_bundle(DEFAULT_MODEL_DIR, ["CPUExecutionProvider"])
+    labels = {}
+    for ext, codec in [("wav", "pcm_s16le"), ("flac", "flac"), ("mp3", "libmp3lame"), ("ogg", "libopus")]:
+        out = tmp_path / f"speech.{ext}"
+        lossy = ["-b:a", "192k"] if ext in ("mp3", "ogg") else []
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-c:a", codec, *lossy, str(out)],
+                       check=True)
+        result = predict_file(bundle, out, MediaLimits())
+        assert result["modalities"] == {"audio": "used", "face": "missing"}
+        labels[ext] = (result["label"], round(max(result["probabilities"].values()), 3))
+    assert len({label for label, _ in labels.values()}) == 1, labels
