@@ -127,15 +127,20 @@ class Bundle(EncoderSessions):
             return probs
         return apply_temperature(probs, self.manifest.calibration.temperature(view))
 
-    def answer(self, sequence: np.ndarray, view: str) -> np.ndarray:
+    def answer(self, sequence: np.ndarray, view: str, experts: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Served (calibrated) probabilities of one fusion sequence [K, step_dim] whose present
-        modalities make `view`; a fused view is combined as the manifest's `fusion` says."""
+        modalities make `view`; a fused view is combined as the manifest's `fusion` says.
+        `experts`: the modalities' `expert` answers when the caller has them already."""
+        experts = experts or {}
+
+        def expert(m: str) -> np.ndarray:
+            return experts[m] if m in experts else self.expert(sequence, m)
+
         if view == "fused" and self.manifest.fusion.method == "late_weighted":
             how = self.manifest.fusion
-            return log_linear_pool(self.expert(sequence, "audio"), self.expert(sequence, "face"), how.w_audio,
-                                   how.w_face)
+            return log_linear_pool(expert("audio"), expert("face"), how.w_audio, how.w_face)
         if view == "audio" and "audio_head" in self.sessions:
-            return self.calibrated(self.expert(sequence, "audio"), view)
+            return self.calibrated(expert("audio"), view)
         return self.calibrated(self.classify(sequence[None])[0], view)
 
     def expert(self, sequence: np.ndarray, modality: str) -> np.ndarray:

@@ -37,23 +37,20 @@ def _present(feats: ClipFeatures) -> dict[str, bool]:
     return {"audio": feats.audio_used, "face": feats.video_used and bool(feats.face_detected.any())}
 
 
-def _classify(bundle: Bundle, feats: ClipFeatures) -> np.ndarray:
-    """Served probabilities of a clip's sequence, for the view its modalities make."""
+def _classify(bundle: Bundle, feats: ClipFeatures) -> tuple[np.ndarray, dict[str, Any]]:
+    """Served probabilities of a clip's sequence, for the view its modalities make, and each
+    present modality's own calibrated probabilities (the audio head, or the classifier with the
+    other modality removed), so a user sees which signal drove the answer. With both present,
+    each expert runs once and serves both; with one, its answer is the served one itself."""
     present = _present(feats)
-    return bundle.answer(feats.sequence, served_view(**{f"{m}_present": v for m, v in present.items()}))
-
-
-def _by_modality(bundle: Bundle, feats: ClipFeatures, fused: np.ndarray) -> dict[str, Any]:
-    """Each present modality's own calibrated probabilities (the audio head, or the classifier
-    with the other modality removed), so a user sees which signal drove the answer. With one
-    modality present, its answer is the served one itself."""
-    present = _present(feats)
-    out: dict[str, Any] = {m: None for m in present}
+    both = all(present.values())
+    experts = {m: bundle.expert(feats.sequence, m) for m in present} if both else {}
+    probs = bundle.answer(feats.sequence, served_view(**{f"{m}_present": v for m, v in present.items()}), experts)
+    by_modality: dict[str, Any] = {m: None for m in present}
     for m, here in present.items():
         if here:
-            probs = bundle.calibrated(bundle.expert(feats.sequence, m), m) if all(present.values()) else fused
-            out[m] = _probabilities(bundle.classes, probs)
-    return out
+            by_modality[m] = _probabilities(bundle.classes, bundle.calibrated(experts[m], m) if both else probs)
+    return probs, by_modality
 
 
 def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: bool | None = None,
@@ -75,8 +72,7 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
         raise MediaError("no_usable_stream", "neither a voice nor a face was found in the file: there is nothing to "
                                              "recognise emotion from")
     with timer.stage("classify"):
-        probs = _classify(bundle, feats)
-        by_modality = _by_modality(bundle, feats, probs)
+        probs, by_modality = _classify(bundle, feats)
     result: dict[str, Any] = {
         "label": bundle.classes[int(np.argmax(probs))],
         "probabilities": _probabilities(bundle.classes, probs),
@@ -113,7 +109,7 @@ def _timeline(bundle: Bundle, clip: DecodedClip, segment_s: float, images: Image
         if (part.audio is None or len(part.audio.mel) == 0) and len(part.faces) == 0:
             continue
         feats = clip_features(part, cfg, bundle, StageTimer(), images)
-        probs = _classify(bundle, feats)
+        probs, _ = _classify(bundle, feats)
         entries.append({
             "start_s": round(float(start), 3), "end_s": round(float(end), 3),
             "label": bundle.classes[int(np.argmax(probs))],

@@ -17,7 +17,6 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -254,7 +253,7 @@ def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", cod
     The SVM on the same ONNX codes is reported beside."""
     from service.bundle import open_session
 
-    from .audio_features import train_audio_encoder, train_utterance_classifier
+    from .audio_features import coded_utterances, train_audio_encoder, train_utterance_classifier
     from .export import export_onnx
     from .stages.audio_head import average_of
 
@@ -272,7 +271,7 @@ def run_onnx(data: Path, cache_dir: Path, out: Path, cfg_name: str = "rich", cod
     res: dict = {"config": cfg.to_dict(), "splits": {}}
     if codecs and source != "frames":
         raise ValueError("codec copies are only implemented for --source frames")
-    x_coded = codec_utterances(rav + tess, CONFIGS[cfg_name], cfg, cache_dir, codecs)
+    x_coded = [coded_utterances(rav + tess, CONFIGS[cfg_name], cfg, FeatureCache(cache_dir), c) for c in codecs]
     allf = np.concatenate([f.features for f in feats])
     bounds = np.cumsum([0] + [len(f.features) for f in feats])
     for pname in protocols:
@@ -327,20 +326,6 @@ def fold_summary(splits: dict[str, dict], pname: str) -> dict[str, dict[str, lis
     folds = [v for k, v in splits.items() if k.startswith(pname)]
     return {f"{pname}_{m}": {k: [float(np.mean([f[m][k] for f in folds])), float(np.std([f[m][k] for f in folds]))]
                              for k in ("acc", "uar", "f1")} for m in ("onnx_mlp", "svm_on_onnx_codes")}
-
-
-def codec_utterances(samples: list[Sample], frames_cfg: PipelineConfig, cfg: PipelineConfig, cache_dir: Path,
-                     codecs: tuple[str, ...]) -> list[np.ndarray]:
-    """Per codec: the gated utterance vectors of every sample's lossy round trip (frame
-    features under `frames_cfg`, cached like the originals)."""
-    from .audio_features import codec_frame_features
-
-    out = []
-    with ThreadPoolExecutor(max_workers=2) as pool:  # ffmpeg runs as child processes
-        for c in codecs:
-            coded = pool.map(lambda smp: codec_frame_features(smp, frames_cfg, FeatureCache(cache_dir), c), samples)
-            out.append(np.stack([utterance_vector_gated(f.features, f, cfg) for f in coded]))
-    return out
 
 
 def utterance_vector_gated(codes: np.ndarray, frames: AudioFrames, cfg: PipelineConfig) -> np.ndarray:

@@ -43,6 +43,11 @@ class AudioFrames:
     energy_db: np.ndarray    # float32 [n] gate energy (peak-normalised mel energy, dB)
     duration: float
 
+    @classmethod
+    def unpack(cls, d: dict[str, np.ndarray]) -> "AudioFrames":
+        """From the cached arrays `_pack` made."""
+        return cls(d["features"], d["times"], d["energy_db"], float(d["duration"]))
+
     def active(self, cfg: PipelineConfig) -> np.ndarray:
         """Speech-active frames under `cfg.speech_gate_db` (the serving gate)."""
         return audio_frames.speech_active(self.energy_db, cfg.speech_gate_db)
@@ -115,8 +120,7 @@ def frame_features_multi(sample: Sample, cfgs: Sequence[PipelineConfig], cache: 
         for i, track in zip(missing, tracks):
             packed = _pack(track, cfgs[i])
             found[i] = cache.get("audio_frames", keys[i], lambda p=packed: p)
-    return [AudioFrames(found[i]["features"], found[i]["times"], found[i]["energy_db"], float(found[i]["duration"]))
-            for i in range(len(cfgs))]
+    return [AudioFrames.unpack(found[i]) for i in range(len(cfgs))]
 
 
 def frame_features(sample: Sample, cfg: PipelineConfig, cache: FeatureCache, timeout_s: float = 60.0) -> AudioFrames:
@@ -158,8 +162,16 @@ def codec_frame_features(sample: Sample, cfg: PipelineConfig, cache: FeatureCach
                             str(coded)], check=True, timeout=timeout_s, capture_output=True)
             return _pack(_decode_tracks(replace(sample, path=coded), [cfg], timeout_s)[0], cfg)
 
-    f = cache.get("audio_frames", key, compute)
-    return AudioFrames(f["features"], f["times"], f["energy_db"], float(f["duration"]))
+    return AudioFrames.unpack(cache.get("audio_frames", key, compute))
+
+
+def coded_utterances(samples: Sequence[Sample], frames_cfg: PipelineConfig, cfg: PipelineConfig, cache: FeatureCache,
+                     codec: str) -> np.ndarray:
+    """The utterance vectors (`utterance_vector` under `cfg`'s gate and statistics) of each
+    sample's `codec` round trip, frame features under `frames_cfg`; decodes in 2 threads."""
+    with ThreadPoolExecutor(max_workers=2) as pool:  # ffmpeg runs as child processes
+        coded = list(pool.map(lambda s: codec_frame_features(s, frames_cfg, cache, codec), samples))
+    return np.stack([utterance_vector(f.features, f.active(cfg), cfg) for f in coded])
 
 
 # ----------------------------------------------------------------------------- encoder

@@ -16,12 +16,11 @@ The `classifiers` stage scores it on the validation and test sequences through t
 code's `utterance_of`, so what is reported is what the service hands it."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio_features import codec_frame_features, utterance_vector
+from ..audio_features import coded_utterances, utterance_vector
 from ..export import ExportResult, export_onnx
 from . import BuildContext, log, stage_output
 from .audio import AudioFeatures
@@ -42,9 +41,7 @@ def training_set(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> t
     x = [utterance_vector(frames[i].features, frames[i].active(cfg), cfg) for i in keep]
     y = [labels[i] for i in keep]
     for codec in r.audio_head_codecs:
-        with ThreadPoolExecutor(max_workers=2) as pool:  # ffmpeg runs as child processes
-            coded = list(pool.map(lambda i: codec_frame_features(samples[i], cfg, ctx.cache, codec), keep))
-        x += [utterance_vector(f.features, f.active(cfg), cfg) for f in coded]
+        x += list(coded_utterances([samples[i] for i in keep], cfg, cfg, ctx.cache, codec))
         y += [labels[i] for i in keep]
     return np.stack(x).astype(np.float32), np.asarray(y)
 
