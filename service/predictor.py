@@ -11,7 +11,8 @@ from .calibration import served_view
 from .pipeline.budget import Budget
 from .pipeline.config import MediaLimits
 from .pipeline.errors import MediaError
-from .pipeline.extract import ClipFeatures, DecodedClip, ImageFeatures, clip_features, decode_clip, probe
+from .pipeline.extract import ClipFeatures, DecodedClip, ImageFeatures, clip_features, decode_clip
+from .pipeline.media import MediaInfo
 from .pipeline.timing import StageTimer
 
 
@@ -60,10 +61,13 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
     timer = timer or StageTimer()
     budget = budget or Budget()
     cfg = bundle.config
-    info = probe(path, limits, timer, budget)
-    want_timeline = timeline if timeline is not None else info.duration_s > timeline_after_s
-    clip = decode_clip(path, cfg, limits, timer, budget, info, segment_s if want_timeline else None,
-                       detector=bundle.face_detector)
+
+    def timeline_segment(info: MediaInfo) -> float | None:
+        wanted = timeline if timeline is not None else info.duration_s > timeline_after_s
+        return segment_s if wanted else None
+
+    clip = decode_clip(path, cfg, limits, timer, budget, segment_s=timeline_segment, detector=bundle.face_detector)
+    want_timeline = timeline_segment(clip.info) is not None
     budget.check()
     images = ImageFeatures(clip.faces, cfg, bundle)
     feats = clip_features(clip, cfg, bundle, timer, images)

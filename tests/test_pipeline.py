@@ -81,6 +81,37 @@ def test_long_clip_sampling_respects_max_frames(tmp_path, detector):
     assert dense.faces.slice(2.0, 4.0).frames == pytest.approx(cfg.k_summary, abs=1)
 
 
+@pytest.mark.parametrize("kind", ["short", "long", "audio_only", "silent"])
+def test_decoders_started_beside_the_probe_give_what_decoders_after_it_give(tmp_path, detector, kind):
+    """Without `info`, decode_clip starts both decoders before ffprobe answers and keeps,
+    restarts (a clip sampled below frame_fps) or stops them by its verdict."""
+    cfg = PipelineConfig(max_frames=10) if kind == "long" else CFG
+    clip = make_video(tmp_path / ("a.m4a" if kind == "audio_only" else "a.mp4"), seconds=8.0 if kind == "long" else 2.0,
+                      video=kind != "audio_only", audio=kind != "silent")
+    speculative = decode_clip(clip, cfg, MediaLimits(), detector=detector)
+    after_probe = decode_clip(clip, cfg, MediaLimits(), info=media.probe(clip, MediaLimits()), detector=detector)
+    assert speculative.info == after_probe.info
+    assert speculative.faces.frames == after_probe.faces.frames
+    np.testing.assert_array_equal(speculative.faces.frame_times, after_probe.faces.frame_times)
+    if kind == "silent":
+        assert speculative.audio is None and after_probe.audio is None
+    else:
+        np.testing.assert_array_equal(speculative.audio.mel, after_probe.audio.mel)
+    if kind == "long":
+        assert 8 <= speculative.faces.frames <= 10
+
+
+def test_a_refused_file_leaves_no_decoder_running(tmp_path, detector):
+    import psutil
+
+    clip = make_video(tmp_path / "a.mp4", seconds=3.0, size="640x360")
+    for limits, code in [(MediaLimits(max_duration_s=1.0), "too_long"), (MediaLimits(max_width=320), "resolution_too_large")]:
+        with pytest.raises(media.MediaError) as e:
+            decode_clip(clip, CFG, limits, detector=detector)
+        assert e.value.code == code
+        assert psutil.Process().children() == []
+
+
 def test_a_video_needs_a_face_detector(tmp_path):
     with pytest.raises(ValueError, match="face detector"):
         decode_clip(make_video(tmp_path / "a.mp4", seconds=1.0), CFG, MediaLimits())

@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -105,11 +106,17 @@ def frame_rate(info: media.MediaInfo, cfg: PipelineConfig, segment_s: float | No
     return min(cfg.frame_fps, rate)
 
 
-def _decode_audio(path: Path, cfg: PipelineConfig, limits: MediaLimits, budget: Budget,
-                  timer: StageTimer) -> audio.AudioTrack:
+def frame_sampling(info: media.MediaInfo, cfg: PipelineConfig, segment_s: float | None) -> tuple[float, int]:
+    """(frames per second, most frames) of a clip: a timeline keeps every sampled frame."""
+    rate = frame_rate(info, cfg, segment_s)
+    cap = max(cfg.max_frames, int(math.ceil(rate * info.duration_s)) + 1) if segment_s else cfg.max_frames
+    return rate, cap
+
+
+def _decode_audio(child: media.Child, cfg: PipelineConfig, timer: StageTimer) -> audio.AudioTrack:
     with timer.stage("decode_audio"):
         acc = audio.AudioAccumulator(cfg)
-        for block in media.stream_audio(path, cfg.sample_rate, limits.timeout_s, budget, limits.allowed_formats):
+        for block in media.audio_blocks(child, cfg.sample_rate):
             acc.feed(block)
         return acc.finish()
 
@@ -121,14 +128,12 @@ def warm_up_faces(cfg: PipelineConfig, detector: BlazeFace | None = None) -> Non
         visual.detect_face(np.full((120, 160), 128, np.uint8), detector, cfg)
 
 
-def _decode_faces(path: Path, info: media.MediaInfo, cfg: PipelineConfig, limits: MediaLimits,
-                  segment_s: float | None, budget: Budget, timer: StageTimer, detector: BlazeFace) -> FaceTrack:
+def _decode_faces(child: media.Child, info: media.MediaInfo, rate: float, cfg: PipelineConfig,
+                  timer: StageTimer, detector: BlazeFace) -> FaceTrack:
     """Aligned face crops of the sampled frames. Each frame is run through the detector as
     it arrives, on this thread: ffmpeg, a separate process, keeps decoding into its (1 MiB)
     pipe meanwhile, so detection overlaps decoding without threads of our own, and memory
     stays bounded (one frame at a time) whatever the clip length."""
-    rate = frame_rate(info, cfg, segment_s)
-    cap = max(cfg.max_frames, int(math.ceil(rate * info.duration_s)) + 1) if segment_s else cfg.max_frames
     all_times: list[float] = []
     times: list[float] = []
     index: list[int] = []
@@ -136,8 +141,7 @@ def _decode_faces(path: Path, info: media.MediaInfo, cfg: PipelineConfig, limits
     flagged: dict[str, int] = {}
     detect_ms = 0.0
     with timer.stage("decode_frames"):
-        for i, (t, frame) in enumerate(media.stream_frames(path, info, rate, cap, cfg.frame_max_side,
-                                                            limits.timeout_s, budget, limits.allowed_formats)):
+        for i, (t, frame) in enumerate(media.frames_of(child, rate, info.duration_s)):
             all_times.append(t)
             start = time.perf_counter()
             crop = visual.detect_face(frame, detector, cfg)
@@ -160,35 +164,72 @@ def probe(path: Path, limits: MediaLimits, timer: StageTimer, budget: Budget | N
         return media.probe(path, limits, budget)
 
 
+SegmentChoice = float | Callable[[media.MediaInfo], float | None] | None
+
+
 def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: StageTimer | None = None,
                 budget: Budget | None = None, info: media.MediaInfo | None = None,
-                segment_s: float | None = None, detector: BlazeFace | None = None) -> DecodedClip:
+                segment_s: SegmentChoice = None, detector: BlazeFace | None = None) -> DecodedClip:
     """Probe (unless `info` is given), then decode audio (to mel frames) and sampled frames
     (to aligned face crops, through `detector`) in parallel. `segment_s`: sample frames
-    densely enough for a timeline with segments of that length. A file with a video stream
-    needs the detector: no face is ever guessed."""
+    densely enough for a timeline with segments of that length, or a function of the probed
+    file that says so. A file with a video stream needs the detector: no face is ever guessed.
+
+    ffprobe's start-up (60-80 ms of shared libraries) is the largest fixed cost of a short
+    clip, so without `info` both decoders start first, at the sampling every clip up to
+    `max_frames / frame_fps` seconds gets, and run while ffprobe answers; its verdict then
+    keeps, restarts or stops them (a refused file is never read from them). The speculative
+    video decoder refuses frames beyond the resolution limit (`-max_pixels`), as the probe would."""
     timer = timer or StageTimer()
     budget = budget or Budget()
-    info = info or probe(path, limits, timer, budget)
-    if info.has_video and detector is None:
-        raise ValueError("a video needs a face detector: the bundle's face_detector artifact "
-                         "(trainer.detector adds one to a bundle that lacks it)")
-    track = None
-    faces = FaceTrack([], np.zeros(0), np.zeros(0, np.int64))
     audio_budget = LinkedBudget(budget)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio") as pool:
-        pending = pool.submit(_decode_audio, path, cfg, limits, audio_budget, timer) if info.has_audio else None
-        try:
-            if info.has_video:
-                faces = _decode_faces(path, info, cfg, limits, segment_s, budget, timer, detector)
-        except BaseException:
-            audio_budget.cancel()  # do not keep decoding audio for a request that has failed
-            raise
-        if pending is not None:
-            track = pending.result()
+    with ExitStack() as children:
+        sound = video = None
+        if info is None:
+            media.refuse_references(path)
+            sound = children.enter_context(media.open_audio(path, cfg.sample_rate, limits.timeout_s, audio_budget,
+                                                            limits.allowed_formats))
+            video = children.enter_context(media.open_frames(path, cfg.frame_fps, cfg.max_frames, cfg.frame_max_side,
+                                                             limits.timeout_s, budget, limits.allowed_formats,
+                                                             max_pixels=limits.max_width * limits.max_height))
+            info = probe(path, limits, timer, budget)
+        segment = segment_s(info) if callable(segment_s) else segment_s
+        if info.has_video and detector is None:
+            raise ValueError("a video needs a face detector: the bundle's face_detector artifact "
+                             "(trainer.detector adds one to a bundle that lacks it)")
+        rate, cap = frame_sampling(info, cfg, segment)
+        if video is not None and (rate, cap) != (cfg.frame_fps, cfg.max_frames):
+            video = video.close()  # a long clip or a timeline samples otherwise: restart below
+        sound = _keep_or_start(sound, info.has_audio, lambda: media.open_audio(
+            path, cfg.sample_rate, limits.timeout_s, audio_budget, limits.allowed_formats))
+        video = _keep_or_start(video, info.has_video, lambda: media.open_frames(
+            path, rate, cap, cfg.frame_max_side, limits.timeout_s, budget, limits.allowed_formats))
+        for child in (sound, video):
+            if child is not None:
+                children.enter_context(child)
+        track = None
+        faces = FaceTrack([], np.zeros(0), np.zeros(0, np.int64))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio") as pool:
+            pending = pool.submit(_decode_audio, sound, cfg, timer) if sound is not None else None
+            try:
+                if video is not None:
+                    faces = _decode_faces(video, info, rate, cfg, timer, detector)
+            except BaseException:
+                audio_budget.cancel()  # do not keep decoding audio for a request that has failed
+                raise
+            if pending is not None:
+                track = pending.result()
     if (track is None or track.n_samples == 0) and faces.frames == 0:
         raise media.MediaError("no_usable_stream", "no audio samples or video frames could be decoded")
     return DecodedClip(info, track, faces)
+
+
+def _keep_or_start(child: media.Child | None, wanted: bool, start: Callable[[], media.Child]) -> media.Child | None:
+    """The speculative decoder `child` if the file has its stream (a new one if there is none
+    yet), else None, the child stopped."""
+    if not wanted:
+        return child.close() if child is not None else None
+    return child or start()
 
 
 def audio_mfcc(signal: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,8 @@ from .budget import Budget
 from .config import ACCEPTED_FORMATS, MediaLimits
 from .errors import MediaError
 
-__all__ = ["MediaError", "MediaInfo", "probe", "decode_audio", "stream_audio", "stream_frames", "frame_size"]
+__all__ = ["MediaError", "MediaInfo", "probe", "decode_audio", "stream_audio", "stream_frames", "open_audio",
+           "audio_blocks", "open_frames", "frames_of"]
 
 # Demuxers accepted from uploads, as ffprobe names them; joined by commas they are also
 # ffmpeg's `-format_whitelist`. Trusted local corpora (wav, flac) are decoded with `formats=None`.
@@ -104,6 +105,10 @@ class Child:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Kill the child if it still runs and reap it; safe to call again. Returns None."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
@@ -115,28 +120,21 @@ class Child:
         if time.monotonic() > self.deadline:
             raise MediaError("decode_timeout", f"decoding took longer than {self.timeout_s:.0f} s", status=504)
 
-    def blocks(self, size: int) -> Iterator[bytes]:
-        """Yield stdout in blocks of exactly `size` bytes (the last one may be shorter);
-        raise MediaError if the child fails."""
+    def chunks(self) -> Iterator[bytes]:
+        """Yield stdout as it arrives; raise MediaError if the child fails."""
         out, err = self.proc.stdout.fileno(), self.proc.stderr.fileno()
         open_fds = {out, err}
-        pending = bytearray()
         while out in open_fds:
             self._check()
             ready, _, _ = select.select(list(open_fds), [], [], 0.1)
             for fd in ready:
-                data = os.read(fd, max(_READ_BLOCK, size) if fd == out else 4096)
+                data = os.read(fd, _READ_BLOCK if fd == out else 4096)
                 if not data:
                     open_fds.discard(fd)
                 elif fd == err:
                     self.stderr = (self.stderr + data)[: self.STDERR_KEEP]
                 else:
-                    pending += data
-            while len(pending) >= size:
-                yield bytes(pending[:size])
-                del pending[:size]
-        if pending:
-            yield bytes(pending)
+                    yield data
         while self.proc.poll() is None:  # stdout closed: the child is exiting
             self._check()
             ready, _, _ = select.select([err], [], [], 0.01) if err in open_fds else ([], [], [])
@@ -157,6 +155,17 @@ class Child:
             if b"not on whitelist" in self.stderr:
                 raise MediaError("unsupported_container", "the container format is not accepted", status=415)
             raise MediaError("undecodable", "the file could not be decoded as audio/video")
+
+    def blocks(self, size: int) -> Iterator[bytes]:
+        """Yield stdout in blocks of exactly `size` bytes (the last one may be shorter)."""
+        pending = bytearray()
+        for data in self.chunks():
+            pending += data
+            while len(pending) >= size:
+                yield bytes(pending[:size])
+                del pending[:size]
+        if pending:
+            yield bytes(pending)
 
     def read_all(self) -> bytes:
         return b"".join(self.blocks(_READ_BLOCK))
@@ -287,18 +296,27 @@ def _probed(data: dict, limits: MediaLimits) -> MediaInfo:
     return MediaInfo(format_name, duration, bool(audio), bool(video), width, height, fps)
 
 
-def _audio_args(path: Path, sample_rate: int, formats: tuple[str, ...] | None) -> list[str]:
-    return [ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), "-i", str(path),
-            "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"]
+def open_audio(path: Path, sample_rate: int, timeout_s: float, budget: Budget | None = None,
+               formats: tuple[str, ...] | None = DEMUXERS) -> Child:
+    """Start decoding the first audio stream to float32 mono at `sample_rate` (read it with
+    `audio_blocks`)."""
+    return Child([ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), "-i", str(path),
+                  "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"],
+                 timeout_s, budget)
+
+
+def audio_blocks(child: Child, sample_rate: int, block_s: float = 10.0) -> Iterator[np.ndarray]:
+    """An `open_audio` child's samples in blocks of `block_s` seconds; closes the child."""
+    with child:
+        for block in child.blocks(4 * int(block_s * sample_rate)):
+            usable = len(block) - len(block) % 4
+            yield np.frombuffer(block[:usable], dtype="<f4").astype(np.float32)
 
 
 def stream_audio(path: Path, sample_rate: int, timeout_s: float, budget: Budget | None = None,
                  formats: tuple[str, ...] | None = DEMUXERS, block_s: float = 10.0) -> Iterator[np.ndarray]:
     """First audio stream as float32 mono at `sample_rate`, in blocks of `block_s` seconds."""
-    with Child(_audio_args(path, sample_rate, formats), timeout_s, budget) as child:
-        for block in child.blocks(4 * int(block_s * sample_rate)):
-            usable = len(block) - len(block) % 4
-            yield np.frombuffer(block[:usable], dtype="<f4").astype(np.float32)
+    yield from audio_blocks(open_audio(path, sample_rate, timeout_s, budget, formats), sample_rate, block_s)
 
 
 def decode_audio(path: Path, sample_rate: int, timeout_s: float, budget: Budget | None = None,
@@ -308,28 +326,56 @@ def decode_audio(path: Path, sample_rate: int, timeout_s: float, budget: Budget 
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def frame_size(info: MediaInfo, max_side: int) -> tuple[int, int]:
-    """Decoded frame size: the display size scaled so its long side is at most max_side, even."""
-    scale = min(1.0, max_side / max(info.width, info.height))
-    w = max(2, int(round(info.width * scale / 2)) * 2)
-    h = max(2, int(round(info.height * scale / 2)) * 2)
-    return w, h
+def open_frames(path: Path, rate: float, max_frames: int, max_side: int, timeout_s: float,
+                budget: Budget | None = None, formats: tuple[str, ...] | None = DEMUXERS,
+                max_pixels: int | None = None) -> Child:
+    """Start decoding grey frames sampled at `rate` frames per second (at most `max_frames`),
+    the display size scaled so its long side is at most `max_side` (even sides), as PAM
+    images: each carries its own size, so decoding can start before ffprobe has told it
+    (read them with `frames_of`). `max_pixels`: the decoder refuses larger coded frames."""
+    fit = f"min(1,{max_side}/max(iw,ih))"
+    scale = f"scale=w='max(2,round(iw*{fit}/2)*2)':h='max(2,round(ih*{fit}/2)*2)':flags=area"
+    guard = ["-max_pixels", str(max_pixels)] if max_pixels else []
+    return Child([ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), *guard, "-i", str(path),
+                  "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", f"fps={rate:.6f}:round=near,{scale},format=gray",
+                  "-frames:v", str(max_frames), "-c:v", "pam", "-f", "image2pipe", "pipe:1"],
+                 timeout_s, budget)
+
+
+def _pam_images(chunks: Iterator[bytes]) -> Iterator[np.ndarray]:
+    """Grey PAM images (`P7 ... ENDHDR`) from a byte stream, each as uint8 [H, W]."""
+    pending = bytearray()
+    for data in chunks:
+        pending += data
+        while (end := pending.find(b"ENDHDR\n", 0, 256)) >= 0:
+            fields = dict(line.split(b" ", 1) for line in bytes(pending[:end]).split(b"\n") if b" " in line)
+            try:
+                w, h, depth = int(fields[b"WIDTH"]), int(fields[b"HEIGHT"]), int(fields[b"DEPTH"])
+            except (KeyError, ValueError) as exc:
+                raise decoder_failed("ffmpeg wrote an unreadable frame header") from exc
+            if depth != 1:
+                raise decoder_failed(f"ffmpeg wrote {depth}-channel frames, not grey")
+            start = end + len(b"ENDHDR\n")
+            if len(pending) < start + w * h:
+                break
+            yield np.frombuffer(bytes(pending[start:start + w * h]), np.uint8).reshape(h, w)
+            del pending[:start + w * h]
+        if len(pending) >= 256 and pending.find(b"ENDHDR\n", 0, 256) < 0:
+            raise decoder_failed("ffmpeg wrote something other than PAM frames")
+
+
+def frames_of(child: Child, rate: float, duration_s: float) -> Iterator[tuple[float, np.ndarray]]:
+    """An `open_frames` child's frames as (timestamp in seconds, uint8 [H, W]); closes the child."""
+    with child:
+        for i, frame in enumerate(_pam_images(child.chunks())):
+            # The fps filter emits output frame i at time i / rate (the input frame nearest it).
+            yield min(i / rate, duration_s), frame
 
 
 def stream_frames(path: Path, info: MediaInfo, rate: float, max_frames: int, max_side: int, timeout_s: float,
                   budget: Budget | None = None, formats: tuple[str, ...] | None = DEMUXERS) -> Iterator[tuple[float, np.ndarray]]:
     """Grey frames sampled at `rate` frames per second (at most `max_frames`), one at a time:
     yields (timestamp in seconds, uint8 [H, W])."""
-    if not info.has_video:
-        return
-    w, h = frame_size(info, max_side)
-    args = [ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), "-i", str(path),
-            "-map", "0:v:0", "-an", "-sn", "-dn",
-            "-vf", f"fps={rate:.6f}:round=near,scale={w}:{h}:flags=area,format=gray",
-            "-frames:v", str(max_frames), "-f", "rawvideo", "pipe:1"]
-    with Child(args, timeout_s, budget) as child:
-        for i, block in enumerate(child.blocks(w * h)):
-            if len(block) < w * h:
-                break
-            # The fps filter emits output frame i at time i / rate (the input frame nearest it).
-            yield min(i / rate, info.duration_s), np.frombuffer(block, np.uint8).reshape(h, w)
+    if info.has_video:
+        child = open_frames(path, rate, max_frames, max_side, timeout_s, budget, formats)
+        yield from frames_of(child, rate, info.duration_s)
