@@ -21,17 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -39,22 +37,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from service.calibration import expected_calibration_error  # noqa: E402  (numpy only)
 from service.harness import ServiceProcess  # noqa: E402  (standard library only)
-from trainer.data import BASIC7, discover_corpora, load_corpus, map_label  # noqa: E402  (no TensorFlow)
+from trainer.data import BASIC7, map_label  # noqa: E402  (no TensorFlow)
 from trainer.data.cremad import EMOTIONS as CREMAD_EMOTIONS  # noqa: E402
 from trainer.data.ravdess import EMOTIONS as RAVDESS_EMOTIONS, FILE_RE as RAVDESS_RE  # noqa: E402
-from trainer.splits import split_of  # noqa: E402
+from trainer.served_clips import (  # noqa: E402, F401  (no TensorFlow; Item is for callers)
+    AAC, BACKGROUND, FACE_ONLY_S, FACE_PX, FPS, FRAME_H, FRAME_W, RECIPE, SPLITS, X264, Item, Pair, heldout_sources,
+    make_audio, make_av, make_face, pair_clips)
 
 DEFAULT_DATA = Path(os.environ.get("EMOTION_DATA_DIR", REPO.parent / "shared" / "data"))
 DEFAULT_CACHE = REPO / "bench" / ".clips" / "heldout"
 KINDS = ("av", "face", "audio", "cremad")
-SPLITS = ("val", "test")
-# Bump when a clip recipe changes: the cache folder is per recipe, so old files are not reused.
-RECIPE = "v1"
-FRAME_W, FRAME_H, FACE_PX, FPS = 640, 480, 240, 25
-BACKGROUND = "0x777777"
-FACE_ONLY_S = 3.0
-X264 = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p"]
-AAC = ["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "1"]
 ECE_BINS = 15
 CONFIDENT = 0.9
 
@@ -75,67 +67,6 @@ def ravdess_label(name: str) -> str:
 def cremad_label(name: str) -> str:
     """basic7 label of a CREMA-D file name (1001_DFA_ANG_XX.flv)."""
     return map_label(CREMAD_EMOTIONS[Path(name).name.split("_")[2].upper()], "basic7")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One source file and its basic7 label."""
-    path: Path
-    label: str
-
-
-@dataclass(frozen=True)
-class Pair:
-    speech: Item
-    face: Item
-
-    @property
-    def label(self) -> str:
-        return self.speech.label
-
-
-def pair_clips(speech: Iterable[Item], faces: Iterable[Item], seed: int = 0,
-               limit: int | None = None) -> list[Pair]:
-    """Each speech clip with ONE face of the same emotion, reproducibly.
-
-    Per emotion, the speech clips (sorted by path) are put in a seeded order and the first
-    `limit` kept; the faces of that emotion get their own seeded order and the i-th clip takes
-    the i-th face (faces are reused only when there are fewer faces than clips). The order of
-    the input does not matter, and a smaller `limit` gives a prefix of a larger one's pairs.
-    Emotions with speech but no face are left out (named on stderr by the caller)."""
-    speech_by: dict[str, list[Item]] = {}
-    faces_by: dict[str, list[Item]] = {}
-    for s in speech:
-        speech_by.setdefault(s.label, []).append(s)
-    for f in faces:
-        faces_by.setdefault(f.label, []).append(f)
-    out: list[Pair] = []
-    for emotion in BASIC7:
-        sp = sorted(speech_by.get(emotion, []), key=lambda i: str(i.path))
-        fc = sorted(faces_by.get(emotion, []), key=lambda i: str(i.path))
-        if not sp or not fc:
-            continue
-        random.Random(f"{seed}:speech:{emotion}").shuffle(sp)
-        random.Random(f"{seed}:faces:{emotion}").shuffle(fc)
-        if limit is not None:
-            sp = sp[:limit]
-        out += [Pair(s, fc[i % len(fc)]) for i, s in enumerate(sp)]
-    return out
-
-
-def heldout_sources(data: Path, split: str) -> tuple[list[Item], list[Item], list[Item]]:
-    """(RAVDESS speech, FER2013 faces, CREMA-D clips) of the project's `split` (trainer.splits).
-    The CREMA-D clips are returned whatever the split (all six are actor 1001: test)."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-    roots = discover_corpora(data)
-    missing = [c for c in ("ravdess", "fer2013") if c not in roots]
-    if missing:
-        raise SystemExit(f"corpora not found under {data}: {', '.join(missing)}")
-    speech = [Item(s.path, s.label) for s in load_corpus("ravdess", roots["ravdess"]) if split_of(s) == split]
-    faces = [Item(s.path, s.label) for s in load_corpus("fer2013", roots["fer2013"]) if split_of(s) == split]
-    cremad = [Item(s.path, s.label) for s in load_corpus("cremad", roots["cremad"])] if "cremad" in roots else []
-    return speech, faces, cremad
 
 
 # ---------------------------------------------------------------- metrics (pure)
@@ -182,62 +113,6 @@ def prob_vector(probabilities: dict[str, float], classes: Sequence[str] = BASIC7
 
 
 # ---------------------------------------------------------------- clips (ffmpeg, cached)
-
-def _ffmpeg(args: list[str], out: Path) -> Path:
-    """ffmpeg into a private temporary name beside `out`, then an atomic rename: a file in the
-    cache is always whole, and processes building the same clip at once do not collide."""
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part{out.suffix}")
-    try:
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args, str(tmp)], check=True,
-                       capture_output=True, text=True)
-        os.replace(tmp, out)
-    except subprocess.CalledProcessError as exc:
-        raise RuntimeError(f"ffmpeg failed for {out.name}: {exc.stderr.strip()[-2000:]}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
-
-
-def probe_duration(path: Path) -> float:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-                         check=True, capture_output=True, text=True).stdout.strip()
-    return float(out)
-
-
-def _still_video() -> list[str]:
-    """Filter graph: input 0 the background colour, input 1 the looped face still."""
-    return ["-filter_complex",
-            f"[1:v]scale={FACE_PX}:{FACE_PX}:flags=bicubic,format=yuv420p[f];"
-            f"[0:v][f]overlay=(W-w)/2:(H-h)/2,format=yuv420p[v]", "-map", "[v]"]
-
-
-def _background_and_face(face: Path) -> list[str]:
-    return ["-f", "lavfi", "-i", f"color=c={BACKGROUND}:s={FRAME_W}x{FRAME_H}:r={FPS}",
-            "-loop", "1", "-framerate", str(FPS), "-i", str(face)]
-
-
-def make_av(pair: Pair, cache: Path) -> Path:
-    out = cache / RECIPE / "av" / f"{pair.speech.path.stem}__{pair.face.path.stem}.mp4"
-    if out.exists():
-        return out
-    dur = probe_duration(pair.speech.path)
-    return _ffmpeg([*_background_and_face(pair.face.path), "-i", str(pair.speech.path), *_still_video(),
-                    "-map", "2:a", "-t", f"{dur:.3f}", *X264, *AAC, "-movflags", "+faststart"], out)
-
-
-def make_face(face: Item, cache: Path) -> Path:
-    out = cache / RECIPE / "face" / f"{face.path.stem}.mp4"
-    return _ffmpeg([*_background_and_face(face.path), *_still_video(), "-t", f"{FACE_ONLY_S}", "-an",
-                    *X264, "-movflags", "+faststart"], out)
-
-
-def make_audio(speech: Item, cache: Path) -> Path:
-    out = cache / RECIPE / "audio" / f"{speech.path.stem}.m4a"
-    return _ffmpeg(["-i", str(speech.path), "-vn", *AAC, "-movflags", "+faststart"], out)
-
 
 @dataclass
 class Job:
@@ -412,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO / "bench" / "results" / f"heldout-{args.split}.json"
 
     t0 = time.perf_counter()
-    speech, faces, cremad = heldout_sources(args.data, args.split)
+    try:
+        speech, faces, cremad = heldout_sources(args.data, args.split)
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
     pairs = pair_clips(speech, faces, args.seed, args.limit) if {"av", "face", "audio"} & set(kinds) else []
     left_out = sorted({s.label for s in speech} - {p.label for p in pairs})
     if left_out and pairs:

@@ -139,9 +139,15 @@ class Bundle(EncoderSessions):
         if view == "fused" and self.manifest.fusion.method == "late_weighted":
             how = self.manifest.fusion
             return log_linear_pool(expert("audio"), expert("face"), how.w_audio, how.w_face)
+        return self.calibrated(self.raw_answer(sequence, view, experts), view)
+
+    def raw_answer(self, sequence: np.ndarray, view: str, experts: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """What `answer` re-tempers for a single-model view: the audio head for the audio-only
+        view (when the bundle has one), else the classifier on the sequence."""
+        experts = experts or {}
         if view == "audio" and "audio_head" in self.sessions:
-            return self.calibrated(expert("audio"), view)
-        return self.calibrated(self.classify(sequence[None])[0], view)
+            return experts["audio"] if "audio" in experts else self.expert(sequence, "audio")
+        return self.classify(sequence[None])[0]
 
     def expert(self, sequence: np.ndarray, modality: str) -> np.ndarray:
         """One modality's own (uncalibrated) probabilities for a fusion sequence: the audio head

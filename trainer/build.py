@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from service.bundle import EncoderSessions, open_session
@@ -24,6 +25,8 @@ from .stages.faces import face_backbone, face_detector, face_features
 from .stages.fusion import pairs
 from .stages.publish import make_manifest, publish
 from .stages.selection import feature_selection
+from .stages.served import served_calibration
+from .served_calibration import apply as apply_served
 
 IMAGE_FEATURE_DIM = {"face_resnet": 256, "resnet50": 2048}
 
@@ -77,4 +80,7 @@ def _stages(ctx: BuildContext) -> Path:
     exports = {"audio_encoder": audio_enc.export, "image_features": backbone.export,
                "frame_encoder": faces.frame_encoder, "face_detector": detector.export, **clfs.exports}
     manifest = make_manifest(ctx, corpora, exports, backbone, faces, selection, clfs, ev)
+    served = run_stage(ctx, "served_calibration", served_calibration, manifest)
+    if served.calibration:
+        manifest = apply_served(manifest, asdict(served))
     return run_stage(ctx, "publish", publish, manifest)

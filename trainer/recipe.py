@@ -85,6 +85,13 @@ class Recipe:
                                            "which show faces more cleanly than a video does: through the service "
                                            "late_weighted was 0.76 vs 0.68 on validation speakers, "
                                            "bench/heldout_val.md)", quick="auto")
+    served_clips_per_class: int | None = tunable(None, "refit the temperatures and late-fusion weights through the "
+                                                        "serving path, on validation clips made as users send them "
+                                                        "(speech + one face still as an mp4, the still alone, the "
+                                                        "speech alone): this many speech clips per emotion (unset: "
+                                                        "all of the split; 0: keep the pseudo-pair fit)", quick=1)
+    served_val_draws: int = tunable(3, "validation clips per speech clip in that fit, each with another face "
+                                       "still (pairing seeds 0, 1, ...)", quick=1)
     # --- feature selection (IZOA) -----------------------------------------------------------------
     izoa_population: int = tunable(20, "IZOA population (zebras)", default=12, quick=6)
     izoa_iterations: int = tunable(30, "IZOA iterations", default=15, quick=3)

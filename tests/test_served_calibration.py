@@ -1,0 +1,56 @@
+"""Calibration through the serving path (trainer/served_calibration.py): the refit on
+synthetic answers, and on the quick bundle that the step scores exactly what the service
+serves."""
+from __future__ import annotations
+
+import numpy as np
+
+from service.manifest import Calibration, Fusion
+from trainer.served_calibration import ServedClip, refit
+
+
+def _clip(rng, view, y, strength, sharpness=1.0):
+    def answer():
+        z = rng.normal(size=7)
+        z[y] += strength
+        p = np.exp(sharpness * z)
+        return p / p.sum()
+
+    experts = {"audio": answer(), "face": answer()} if view == "fused" else {}
+    return ServedClip("av" if view == "fused" else view, y, view, np.zeros((8, 4)), experts, answer())
+
+
+def test_refit_tempers_overconfident_views_and_fits_the_fusion_weights():
+    rng = np.random.default_rng(0)
+    clips = [_clip(rng, view, int(rng.integers(0, 7)), 1.0, sharpness=4.0)
+             for view in ("fused", "audio") for _ in range(300)]
+    old = Calibration.model_validate({"views": {"face": {"temperature": 1.7, "n_validation": 9}}})
+    calibration, fusion = refit(clips, old, Fusion(method="late_weighted", w_audio=2.5, w_face=2.5))
+    assert calibration.views["audio"].temperature > 2.0  # answers four times too sharp
+    assert calibration.views["fused"].n_validation == 300
+    assert calibration.views["face"].temperature == 1.7  # no face-only clip: kept
+    assert fusion.method == "late_weighted" and max(fusion.w_audio, fusion.w_face) < 1.0
+
+
+def test_the_step_scores_what_the_service_serves(quick_bundle, data_dir, tmp_path):
+    """The quick build ran the step; its served answers of validation clips equal predict_file's."""
+    from pathlib import Path
+
+    from service.bundle import load_bundle
+    from service.pipeline.config import MediaLimits
+    from service.predictor import predict_file
+    from trainer.served_calibration import FITTED_ON, answer_clips, make_clips, served_probabilities
+
+    bundle = load_bundle(quick_bundle)
+    manifest = bundle.manifest
+    assert manifest.calibration.fitted_on == FITTED_ON
+    test = manifest.metrics["served_clips"]["test"]["by_kind"]
+    assert test and set(test) <= {"av", "face", "audio"}
+    assert all(v["served"]["n"] > 0 for v in test.values())
+    # every av and audio clip has a voice, so each is answered
+    clips = [c for c in make_clips(data_dir, "val", tmp_path, per_class=1) if c[0] in ("av", "audio")][:4]
+    answered = answer_clips(bundle, clips, MediaLimits())
+    assert len(answered) == len(clips)
+    ours = served_probabilities(bundle, manifest, answered)
+    theirs = [predict_file(bundle, Path(p), MediaLimits())["probabilities"] for _, p, _ in clips]
+    np.testing.assert_allclose(ours, np.array([[t[c] for c in bundle.classes] for t in theirs]), atol=1e-5)

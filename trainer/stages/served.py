@@ -1,0 +1,35 @@
+"""Stage `served_calibration`: the temperatures and late-fusion weights refitted on
+validation clips through the serving path, and the test clips scored before and after
+(trainer/served_calibration.py). It runs on the staged bundle, just before `publish`."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.manifest import Manifest
+
+from ..served_calibration import calibrate_through_service
+from . import BuildContext, stage_output
+
+
+@stage_output
+@dataclass
+class ServedCalibration:
+    calibration: dict[str, Any] = field(default_factory=dict)  # empty: the step is off (the pseudo-pair fit stays)
+    fusion: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def served_calibration(ctx: BuildContext, manifest: Manifest) -> ServedCalibration:
+    per_class, draws = ctx.recipe.served_clips_per_class, ctx.recipe.served_val_draws
+    if per_class == 0:
+        return ServedCalibration()
+    manifest.write(ctx.staging)
+    if ctx.opts.cache_dir is not None:  # beside the feature cache, as the build cache is
+        cache = ctx.opts.cache_dir.parent / "served_clips"
+        return ServedCalibration(**calibrate_through_service(ctx.staging, ctx.opts.data_dir, cache, per_class, draws))
+    with tempfile.TemporaryDirectory(prefix="served-clips-") as tmp:
+        return ServedCalibration(**calibrate_through_service(ctx.staging, ctx.opts.data_dir, Path(tmp), per_class,
+                                                             draws))
