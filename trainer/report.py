@@ -64,7 +64,7 @@ def _headline(manifest: Manifest) -> list[str]:
     clips = manifest.metrics.get("real_av_clips") or []
     if clips:
         lines += ["", "Real audio-visual clips (CREMA-D, an actor no model trained on), the served answer per clip "
-                      "(through a real server: bench/heldout_test.md):", "",
+                      "(through the serving path; bench/heldout_test.md has them through a real server):", "",
                   "| clip | true | predicted | p(predicted) | p(true) |", "|---|---|---|---|---|"]
         lines += [f"| {c['clip']} | {c['true']} | {c['predicted']} | {c['p_predicted']:.3f} | {c['p_true']:.3f} |"
                   for c in clips]

@@ -142,6 +142,17 @@ def compare(bundle: Bundle, variants: dict[str, Manifest], clips: list[ServedCli
     return out
 
 
+def real_clips(bundle: Bundle, manifest: Manifest, data_dir: Path, limits: MediaLimits) -> list[dict[str, Any]]:
+    """The served answer of each real audio-visual clip (CREMA-D) under `manifest`, as they are."""
+    out = []
+    for clip in heldout_sources(data_dir, "test")[2]:
+        for answered in answer_clips(bundle, [("cremad", clip.path, clip.label)], limits):
+            p = served_probabilities(bundle, manifest, [answered])[0]
+            out.append({"clip": clip.path.name, "true": clip.label, "predicted": bundle.classes[int(p.argmax())],
+                        "p_predicted": float(p.max()), "p_true": float(p[answered.y])})
+    return out
+
+
 def uncalibrated(manifest: Manifest) -> Manifest:
     """The bundle's raw answers: no temperature, and the plain product of experts when fused late."""
     return manifest.model_copy(update={"calibration": None,
@@ -172,6 +183,7 @@ def calibrate_through_service(bundle_dir: Path, data_dir: Path, cache: Path, per
                 "n_test": s1["n"], "ece_before": s0["ece"], "ece_after": s1["ece"], "nll_before": s0["nll"],
                 "nll_after": s1["nll"]})
     metrics = {"clip_recipe": RECIPE, "per_class": per_class, "val_draws": val_draws, "fitted_on": FITTED_ON,
+               "real_av_clips": real_clips(bundle, after, data_dir, limits),
                "n_validation": {k: sum(c.kind == k for c in clips["val"]) for k in KINDS},
                "validation": compare(bundle, variants, clips["val"]), "test": test,
                "fusion_before": {"w_audio": before.fusion.w_audio, "w_face": before.fusion.w_face},
@@ -187,7 +199,8 @@ def apply(manifest: Manifest, served: dict[str, Any]) -> Manifest:
     fusion = fusion.model_copy(update={"chosen_by": (fusion.chosen_by or "").split("; weights refitted")[0] + note})
     return manifest.model_copy(update={"calibration": Calibration.model_validate(served["calibration"]),
                                        "fusion": fusion,
-                                       "metrics": {**manifest.metrics, "served_clips": served["metrics"]}})
+                                       "metrics": {**manifest.metrics, "served_clips": served["metrics"],
+                                                   "real_av_clips": served["metrics"]["real_av_clips"]}})
 
 
 def main(argv: list[str] | None = None) -> None:
