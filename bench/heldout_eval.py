@@ -45,7 +45,7 @@ from trainer.served_clips import (  # noqa: E402, F401  (no TensorFlow; Item is 
     make_audio, make_av, make_face, pair_clips)
 
 DEFAULT_DATA = Path(os.environ.get("EMOTION_DATA_DIR", REPO.parent / "shared" / "data"))
-DEFAULT_CACHE = REPO / "bench" / ".clips" / "heldout"
+DEFAULT_CACHE = REPO / ".cache" / "served_clips"  # shared with trainer.served_calibration
 KINDS = ("av", "face", "audio", "cremad")
 ECE_BINS = 15
 CONFIDENT = 0.9
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="pairing seed (which clips, which face for each)")
     ap.add_argument("--out", type=Path, default=None, help="JSON results (default bench/results/heldout-SPLIT.json)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="corpora root (../shared/data)")
-    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="generated clips (bench/.clips/heldout)")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="generated clips (.cache/served_clips, shared with `trainer build`)")
     ap.add_argument("--request-timeout", type=float, default=300.0, help="client and server per-request timeout, s")
     args = ap.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
