@@ -47,15 +47,18 @@ def _headline(manifest: Manifest) -> list[str]:
     corpus = "ravdess" if "ravdess" in served else next(iter(served), None)
     if corpus is None:
         return []
-    fusion = manifest.fusion
+    # These rows were scored in the classifiers stage, with its pseudo-pair fit: a later
+    # serving-path refit (served_clips) changes what is served, not these figures.
+    refit = manifest.metrics.get("served_clips") or {}
+    weights = refit.get("fusion_before") or {"w_audio": manifest.fusion.w_audio, "w_face": manifest.fusion.w_face}
     how = ("late fusion of the audio head and the face-only answer, p ∝ p_audio^"
-           f"{fusion.w_audio:g} · p_face^{fusion.w_face:g}" if fusion.method == "late_weighted"
+           f"{weights['w_audio']:g} · p_face^{weights['w_face']:g}" if manifest.fusion.method == "late_weighted"
            else "the Bi-LSTM-SA on the fused sequence")
-    title = ("## Served answers on the test pseudo-pairs" if manifest.metrics.get("served_clips")
-             else "## Headline: people the model has never heard or seen")
+    title = "## Served answers on the test pseudo-pairs" if refit else "## Headline: people the model has never heard or seen"
     lines = [title, "",
              f"The served answers on the {corpus.upper() if corpus == 'ravdess' else corpus} (held-out actors, each clip "
-             "paired with ONE held-out face image shown as video-like variants), calibrated as served. Fused: "
+             "paired with ONE held-out face image shown as video-like variants), calibrated "
+             f"{'with the pseudo-pair fit (before the serving-path refit above)' if refit else 'as served'}. Fused: "
              f"{how}; audio only: {'the audio head' if 'audio_head' in manifest.artifacts else 'the classifier'}; "
              "face only: the classifier with the audio removed. ECE: 15 bins.", "",
              "| served view | n | accuracy | macro-F1 | UAR | ECE |", "|---|---|---|---|---|---|"]
