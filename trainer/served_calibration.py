@@ -163,7 +163,8 @@ def calibrate_through_service(bundle_dir: Path, data_dir: Path, cache: Path, per
                               val_draws: int = 1, limits: MediaLimits | None = None) -> dict[str, Any]:
     """Refit the bundle's temperatures and fusion weights on the validation clips and score
     the test clips before and after. Returns {"calibration", "fusion", "metrics"} (plain JSON
-    values: the stage's output); the bundle on disk is not changed."""
+    values: the stage's output) and "real_av_clips" (the CREMA-D clips' served answers); the
+    bundle on disk is not changed."""
     t0 = time.perf_counter()
     limits = limits or MediaLimits()
     bundle = load_bundle(bundle_dir)
@@ -183,13 +184,12 @@ def calibrate_through_service(bundle_dir: Path, data_dir: Path, cache: Path, per
                 "n_test": s1["n"], "ece_before": s0["ece"], "ece_after": s1["ece"], "nll_before": s0["nll"],
                 "nll_after": s1["nll"]})
     metrics = {"clip_recipe": RECIPE, "per_class": per_class, "val_draws": val_draws, "fitted_on": FITTED_ON,
-               "real_av_clips": real_clips(bundle, after, data_dir, limits),
                "n_validation": {k: sum(c.kind == k for c in clips["val"]) for k in KINDS},
                "validation": compare(bundle, variants, clips["val"]), "test": test,
                "fusion_before": {"w_audio": before.fusion.w_audio, "w_face": before.fusion.w_face},
                "seconds": round(time.perf_counter() - t0, 1)}
     return {"calibration": calibration.model_dump(mode="json"), "fusion": fusion.model_dump(mode="json"),
-            "metrics": metrics}
+            "metrics": metrics, "real_av_clips": real_clips(bundle, after, data_dir, limits)}
 
 
 def apply(manifest: Manifest, served: dict[str, Any]) -> Manifest:
@@ -200,7 +200,7 @@ def apply(manifest: Manifest, served: dict[str, Any]) -> Manifest:
     return manifest.model_copy(update={"calibration": Calibration.model_validate(served["calibration"]),
                                        "fusion": fusion,
                                        "metrics": {**manifest.metrics, "served_clips": served["metrics"],
-                                                   "real_av_clips": served["metrics"]["real_av_clips"]}})
+                                                   "real_av_clips": served["real_av_clips"]}})
 
 
 def main(argv: list[str] | None = None) -> None:

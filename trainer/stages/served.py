@@ -4,6 +4,7 @@ validation clips through the serving path, and the test clips scored before and 
 from __future__ import annotations
 
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ class ServedCalibration:
     calibration: dict[str, Any] = field(default_factory=dict)  # empty: the step is off (the pseudo-pair fit stays)
     fusion: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    real_av_clips: list[dict[str, Any]] = field(default_factory=list)  # the CREMA-D clips' served answers
 
 
 def served_calibration(ctx: BuildContext, manifest: Manifest) -> ServedCalibration:
@@ -27,9 +29,9 @@ def served_calibration(ctx: BuildContext, manifest: Manifest) -> ServedCalibrati
     if per_class == 0:
         return ServedCalibration()
     manifest.write(ctx.staging)
-    if ctx.opts.cache_dir is not None:  # beside the feature cache, as the build cache is
-        cache = ctx.opts.cache_dir.parent / "served_clips"
-        return ServedCalibration(**calibrate_through_service(ctx.staging, ctx.opts.data_dir, cache, per_class, draws))
-    with tempfile.TemporaryDirectory(prefix="served-clips-") as tmp:
-        return ServedCalibration(**calibrate_through_service(ctx.staging, ctx.opts.data_dir, Path(tmp), per_class,
+    # The clips are cached beside the feature cache, as the build cache is; without one, made afresh.
+    where = (nullcontext(ctx.opts.cache_dir.parent / "served_clips") if ctx.opts.cache_dir is not None
+             else tempfile.TemporaryDirectory(prefix="served-clips-"))
+    with where as cache:
+        return ServedCalibration(**calibrate_through_service(ctx.staging, ctx.opts.data_dir, Path(cache), per_class,
                                                              draws))
