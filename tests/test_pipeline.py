@@ -54,6 +54,58 @@ def test_probe_accepts_audio_files(tmp_path, name, acodec):
     assert info.has_audio and not info.has_video and info.duration_s == pytest.approx(2.0, abs=0.1)
 
 
+@pytest.mark.parametrize("name,acodec,video,guess", [
+    ("a.wav", "pcm_s16le", False, (True, False)), ("a.flac", "flac", False, (True, False)),
+    ("a.mp3", "libmp3lame", False, (True, False)), ("a.ogg", "libopus", False, (True, False)),
+    ("a.m4a", "aac", False, (True, False)), ("a.mp4", "aac", True, (True, True)),
+    ("a.mkv", "aac", True, (True, True)), ("a.mp4", "aac", False, (True, True))])
+def test_the_streams_guessed_from_the_first_bytes(tmp_path, name, acodec, video, guess):
+    """Containers made for sound are guessed audio-only, the rest both (an audio-only mp4
+    is a wrong guess: the decoder restarts once the probe has answered)."""
+    assert media.likely_streams(make_video(tmp_path / name, video=video, acodec=acodec)) == guess
+
+
+def _frames_and_audio(sound, video, rate: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """Read the two taps at once, as decode_clip does (audio on a thread of its own)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as pool:
+        samples = pool.submit(lambda: np.concatenate(list(media.audio_blocks(sound, 16000))))
+        frames = [f for _, f in media.frames_of(video, rate, 10.0)]
+        return frames, samples.result()
+
+
+@pytest.mark.parametrize("source", ["generated", "cremad"])
+def test_one_decoder_for_both_streams_gives_what_one_decoder_per_stream_gives(tmp_path, source):
+    if source == "cremad":
+        data = corpus_dir("cremad_av")
+        clip = sorted(data.glob("*.flv"))[0]
+    else:
+        clip = make_video(tmp_path / "a.mp4", seconds=3.0)
+    sampling = media.FrameSampling(8.0, 48, 360)
+    frames, samples = _frames_and_audio(*media.open_decoder(clip, 16000, sampling, 30.0), sampling.rate)
+    alone = np.concatenate(list(media.audio_blocks(media.open_audio(clip, 16000, 30.0), 16000)))
+    alone_frames = [f for _, f in media.frames_of(media.open_frames(clip, 8.0, 48, 360, 30.0), 8.0, 10.0)]
+    np.testing.assert_array_equal(samples, alone)
+    assert len(frames) == len(alone_frames) >= 16
+    for a, b in zip(frames, alone_frames):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_reader_stopping_early_stops_the_shared_decoder(tmp_path):
+    """The frames reader gives up after one frame: ffmpeg is killed (it would block on the
+    pipe), the audio reader hears of it as a decoder failure, and nothing is left running."""
+    clip = make_video(tmp_path / "a.mp4", seconds=6.0, size="640x360")
+    before = _children()
+    sound, video = media.open_decoder(clip, 16000, media.FrameSampling(25.0, 150, 640), 30.0)
+    frames = media.frames_of(video, 25.0, 6.0)
+    next(frames)
+    frames.close()
+    with pytest.raises(media.MediaError) as e:
+        list(media.audio_blocks(sound, 16000))
+    assert e.value.code == "decoder_failed"
+    assert _children() <= before
+
+
 def test_audio_is_16k_mono_and_frames_are_bounded(tmp_path, detector):
     clip = make_video(tmp_path / "a.mp4", seconds=4.0, size="1280x720")
     info = media.probe(clip, MediaLimits())
@@ -82,13 +134,14 @@ def test_long_clip_sampling_respects_max_frames(tmp_path, detector):
     assert dense.faces.slice(2.0, 4.0).frames == pytest.approx(cfg.k_summary, abs=1)
 
 
-@pytest.mark.parametrize("kind", ["short", "long", "audio_only", "silent"])
+@pytest.mark.parametrize("kind", ["short", "long", "audio_only", "audio_only_mp4", "silent"])
 def test_decoders_started_beside_the_probe_give_what_decoders_after_it_give(tmp_path, detector, kind):
-    """Without `info`, decode_clip starts both decoders before ffprobe answers and keeps,
-    restarts (a clip sampled below frame_fps) or stops them by its verdict."""
+    """Without `info`, decode_clip starts a decoder before ffprobe answers and keeps it, or
+    restarts it (a clip sampled below frame_fps; a wrong guess of the streams: an mp4 with
+    audio alone, a silent video) by the probe's verdict."""
     cfg = PipelineConfig(max_frames=10) if kind == "long" else CFG
     clip = make_video(tmp_path / ("a.m4a" if kind == "audio_only" else "a.mp4"), seconds=8.0 if kind == "long" else 2.0,
-                      video=kind != "audio_only", audio=kind != "silent")
+                      video=not kind.startswith("audio_only"), audio=kind != "silent")
     speculative = decode_clip(clip, cfg, MediaLimits(), detector=detector)
     after_probe = decode_clip(clip, cfg, MediaLimits(), info=media.probe(clip, MediaLimits()), detector=detector)
     assert speculative.info == after_probe.info

@@ -113,7 +113,7 @@ def frame_sampling(info: media.MediaInfo, cfg: PipelineConfig, segment_s: float 
     return rate, cap
 
 
-def _decode_audio(child: media.Child, cfg: PipelineConfig, timer: StageTimer) -> audio.AudioTrack:
+def _decode_audio(child: media.Tap, cfg: PipelineConfig, timer: StageTimer) -> audio.AudioTrack:
     with timer.stage("decode_audio"):
         acc = audio.AudioAccumulator(cfg)
         for block in media.audio_blocks(child, cfg.sample_rate):
@@ -128,7 +128,7 @@ def warm_up_faces(cfg: PipelineConfig, detector: BlazeFace | None = None) -> Non
         visual.detect_face(np.full((120, 160), 128, np.uint8), detector, cfg)
 
 
-def _decode_faces(child: media.Child, info: media.MediaInfo, rate: float, cfg: PipelineConfig,
+def _decode_faces(child: media.Tap, info: media.MediaInfo, rate: float, cfg: PipelineConfig,
                   timer: StageTimer, detector: BlazeFace) -> FaceTrack:
     """Aligned face crops of the sampled frames. Each frame is run through the detector as
     it arrives, on this thread: ffmpeg, a separate process, keeps decoding into its (1 MiB)
@@ -176,37 +176,47 @@ def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: Sta
     file that says so. A file with a video stream needs the detector: no face is ever guessed.
 
     ffprobe's start-up (60-80 ms of shared libraries) is the largest fixed cost of a short
-    clip, so without `info` both decoders start first, at the sampling every clip up to
-    `max_frames / frame_fps` seconds gets, and run while ffprobe answers; its verdict then
-    keeps, restarts or stops them (a refused file is never read from them). The speculative
-    video decoder refuses frames beyond the resolution limit (`-max_pixels`), as the probe would."""
+    clip, so without `info` one ffmpeg starts first, decoding the streams the file's first
+    bytes suggest (`media.likely_streams`) at the sampling every clip up to
+    `max_frames / frame_fps` seconds gets, and runs while ffprobe answers; its verdict then
+    keeps it, or stops it and starts the decoder the file needs (a refused file is never
+    read from). The speculative decoder refuses frames beyond the resolution limit
+    (`-max_pixels`), as the probe would."""
     timer = timer or StageTimer()
     budget = budget or Budget()
     audio_budget = LinkedBudget(budget)
+    usual = media.FrameSampling(cfg.frame_fps, cfg.max_frames, cfg.frame_max_side)
+
+    def start(sound: bool, sampling: media.FrameSampling | None) -> tuple[media.Tap | None, media.Tap | None]:
+        taps = media.open_decoder(path, cfg.sample_rate if sound else None, sampling, limits.timeout_s, budget,
+                                  limits.allowed_formats, audio_budget)
+        for tap in taps:
+            if tap is not None:
+                children.enter_context(tap)
+        return taps
+
     with ExitStack() as children:
         sound = video = None
         if info is None:
             media.refuse_references(path)
-            sound = children.enter_context(media.open_audio(path, cfg.sample_rate, limits.timeout_s, audio_budget,
-                                                            limits.allowed_formats))
-            video = children.enter_context(media.open_frames(path, cfg.frame_fps, cfg.max_frames, cfg.frame_max_side,
-                                                             limits.timeout_s, budget, limits.allowed_formats,
-                                                             max_pixels=limits.max_width * limits.max_height))
+            has_audio, has_video = media.likely_streams(path)
+            sound, video = start(has_audio, replace(usual, max_pixels=limits.max_width * limits.max_height)
+                                 if has_video else None)
             info = probe(path, limits, timer, budget)
         segment = segment_s(info) if callable(segment_s) else segment_s
         if info.has_video and detector is None:
             raise ValueError("a video needs a face detector: the bundle's face_detector artifact "
                              "(trainer.detector adds one to a bundle that lacks it)")
         rate, cap = frame_sampling(info, cfg, segment)
-        if video is not None and (rate, cap) != (cfg.frame_fps, cfg.max_frames):
-            video = video.close()  # a long clip or a timeline samples otherwise: restart below
-        sound = _keep_or_start(sound, info.has_audio, lambda: media.open_audio(
-            path, cfg.sample_rate, limits.timeout_s, audio_budget, limits.allowed_formats))
-        video = _keep_or_start(video, info.has_video, lambda: media.open_frames(
-            path, rate, cap, cfg.frame_max_side, limits.timeout_s, budget, limits.allowed_formats))
-        for child in (sound, video):
-            if child is not None:
-                children.enter_context(child)
+        sampling = media.FrameSampling(rate, cap, cfg.frame_max_side) if info.has_video else None
+        started = (sound is not None, video is not None and (rate, cap) == (usual.rate, usual.max_frames))
+        if started != (info.has_audio, info.has_video):
+            # The guess was wrong, or a long clip or a timeline samples otherwise: stop the
+            # speculative decoder (unread) and start the one this file needs.
+            for tap in (sound, video):
+                if tap is not None:
+                    tap.close()
+            sound, video = start(info.has_audio, sampling) if info.has_audio or info.has_video else (None, None)
         track = None
         faces = FaceTrack([], np.zeros(0), np.zeros(0, np.int64))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio") as pool:
@@ -222,14 +232,6 @@ def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: Sta
     if (track is None or track.n_samples == 0) and faces.frames == 0:
         raise media.MediaError("no_usable_stream", "no audio samples or video frames could be decoded")
     return DecodedClip(info, track, faces)
-
-
-def _keep_or_start(child: media.Child | None, wanted: bool, start: Callable[[], media.Child]) -> media.Child | None:
-    """The speculative decoder `child` if the file has its stream (a new one if there is none
-    yet), else None, the child stopped."""
-    if not wanted:
-        return child.close() if child is not None else None
-    return child or start()
 
 
 def audio_mfcc(signal: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:

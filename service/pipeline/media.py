@@ -16,6 +16,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from .config import ACCEPTED_FORMATS, MediaLimits
 from .errors import MediaError
 
 __all__ = ["MediaError", "MediaInfo", "probe", "decode_audio", "stream_audio", "stream_frames", "open_audio",
-           "audio_blocks", "open_frames", "frames_of"]
+           "audio_blocks", "open_frames", "frames_of", "open_decoder", "FrameSampling", "Child", "Tap"]
 
 # Demuxers accepted from uploads, as ffprobe names them; joined by commas they are also
 # ffmpeg's `-format_whitelist`. Trusted local corpora (wav, flac) are decoded with `formats=None`.
@@ -84,80 +85,61 @@ def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
         pass
 
 
-class Child:
-    """An ffmpeg/ffprobe child whose stdout is read in blocks; killed on its own timeout,
-    on the request budget's deadline or cancellation, and whenever the reader stops early.
-    The head of its stderr is kept (bounded) to tell refusals from decoding errors."""
+def extra_output(i: int) -> str:
+    """The name of a `Child`'s output pipe `i` (1, 2, ...; 0 is stdout, `pipe:1`) in its args."""
+    return f"pipe:@{i}"
 
-    STDERR_KEEP = 16 * 1024
 
-    def __init__(self, args: list[str], timeout_s: float, budget: Budget | None = None):
-        self.budget = budget or Budget()
-        self.deadline = time.monotonic() + min(timeout_s, self.budget.remaining())
-        self.timeout_s = timeout_s
-        self.stderr = b""
-        self.name = os.path.basename(args[0])
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
-        _widen_pipe(self.proc.stdout.fileno())
+class Tap:
+    """One output pipe of a `Child`, read by one reader. A child with several outputs (one
+    ffmpeg decoding audio and frames) gives each reader a tap of its own, on a thread of its
+    own. Closing a tap before its end stops the whole child; at its end the tap waits for the
+    child and raises MediaError if it failed."""
 
-    def __enter__(self) -> "Child":
+    def __init__(self, child: "Child", fd: int, budget: Budget):
+        self.child, self.fd, self.budget = child, fd, budget
+        self.ended = False    # its end of file was read (see Child.output_ended)
+
+    def __enter__(self) -> "Tap":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
-        """Kill the child if it still runs and reap it; safe to call again. Returns None."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        """Stop reading (the child is killed if it still writes here); safe to call again.
+        Returns None."""
+        self.child.release(self)
 
     def _check(self) -> None:
         self.budget.check()
-        if time.monotonic() > self.deadline:
-            raise MediaError("decode_timeout", f"decoding took longer than {self.timeout_s:.0f} s", status=504)
+        if time.monotonic() > self.child.deadline:
+            raise MediaError("decode_timeout", f"decoding took longer than {self.child.timeout_s:.0f} s", status=504)
 
     def chunks(self) -> Iterator[bytes]:
-        """Yield stdout as it arrives; raise MediaError if the child fails."""
-        out, err = self.proc.stdout.fileno(), self.proc.stderr.fileno()
-        open_fds = {out, err}
-        while out in open_fds:
+        """Yield the output as it arrives; raise MediaError if the child fails."""
+        child = self.child
+        while True:
             self._check()
-            ready, _, _ = select.select(list(open_fds), [], [], 0.1)
-            for fd in ready:
-                data = os.read(fd, _READ_BLOCK if fd == out else 4096)
-                if not data:
-                    open_fds.discard(fd)
-                elif fd == err:
-                    self.stderr = (self.stderr + data)[: self.STDERR_KEEP]
-                else:
-                    yield data
-        while self.proc.poll() is None:  # stdout closed: the child is exiting
+            ready, _, _ = select.select([self.fd, *child.stderr_fds()], [], [], 0.1)
+            if any(fd != self.fd for fd in ready):
+                child.drain_stderr()
+            if self.fd in ready:
+                if not (data := os.read(self.fd, _READ_BLOCK)):
+                    break
+                yield data
+        if not child.output_ended(self):
+            return  # the child still writes another output: that output's reader reports how it ended
+        while child.proc.poll() is None:  # the last output ended: the child is exiting
             self._check()
-            ready, _, _ = select.select([err], [], [], 0.01) if err in open_fds else ([], [], [])
-            if ready and not (data := os.read(err, 4096)):
-                open_fds.discard(err)
-            elif ready:
-                self.stderr = (self.stderr + data)[: self.STDERR_KEEP]
-        rc = self.proc.returncode
-        if rc < 0:  # not by us: our kills (timeout, cancellation) raise in _check first
-            try:
-                name = signal.Signals(-rc).name
-            except ValueError:
-                name = f"signal {-rc}"
-            raise decoder_failed(f"{self.name} was killed by {name}")
-        if rc in _TOOL_FAILED:
-            raise decoder_failed(f"{self.name} exited with status {rc}")
-        if rc != 0:
-            if b"not on whitelist" in self.stderr:
-                raise MediaError("unsupported_container", "the container format is not accepted", status=415)
-            raise MediaError("undecodable", "the file could not be decoded as audio/video")
+            if select.select(child.stderr_fds(), [], [], 0.01)[0]:
+                child.drain_stderr()
+        if child.killed:  # by the reader of another output: a cancelled or expired budget is why, if it is
+            self._check()
+        child.raise_for_exit()
 
     def blocks(self, size: int) -> Iterator[bytes]:
-        """Yield stdout in blocks of exactly `size` bytes (the last one may be shorter)."""
+        """Yield the output in blocks of exactly `size` bytes (the last one may be shorter)."""
         pending = bytearray()
         for data in self.chunks():
             pending += data
@@ -169,6 +151,118 @@ class Child:
 
     def read_all(self) -> bytes:
         return b"".join(self.blocks(_READ_BLOCK))
+
+
+class Child:
+    """An ffmpeg/ffprobe child whose outputs are read in blocks through its `taps`: stdout
+    and `outputs - 1` more pipes, named in `args` by `extra_output(i)`. It is killed on its
+    own timeout, on a reader's budget deadline or cancellation, and whenever a reader stops
+    early. The head of its stderr is kept (bounded) to tell refusals from decoding errors."""
+
+    STDERR_KEEP = 16 * 1024
+
+    def __init__(self, args: list[str], timeout_s: float, budget: Budget | None = None, outputs: int = 1):
+        budget = budget or Budget()
+        self.deadline = time.monotonic() + min(timeout_s, budget.remaining())
+        self.timeout_s = timeout_s
+        self.stderr = b""
+        self.name = os.path.basename(args[0])
+        self.killed = False   # by us: a reader stopped early
+        self._lock = threading.Lock()
+        pipes = [os.pipe() for _ in range(outputs - 1)]
+        names = {extra_output(i): f"pipe:{w}" for i, (_, w) in enumerate(pipes, 1)}
+        try:
+            self.proc = subprocess.Popen([names.get(a, a) for a in args], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         pass_fds=[w for _, w in pipes])
+        except BaseException:
+            for pair in pipes:
+                os.close(pair[0])
+                os.close(pair[1])
+            raise
+        for _, w in pipes:
+            os.close(w)  # only the child holds the write ends now: its exit ends our reads
+        os.set_blocking(self.proc.stderr.fileno(), False)  # drained by whichever tap sees it first
+        self._stderr_open = True
+        self.taps = [Tap(self, fd, budget) for fd in (self.proc.stdout.fileno(), *(r for r, _ in pipes))]
+        self._reading = list(self.taps)
+        for tap in self.taps:
+            _widen_pipe(tap.fd)
+
+    def __enter__(self) -> "Child":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read_all(self) -> bytes:
+        """All of stdout (of a child with one output)."""
+        return self.taps[0].read_all()
+
+    def close(self) -> None:
+        """Kill the child if it still runs and reap it; safe to call again. Returns None."""
+        for tap in self.taps:
+            tap.close()
+
+    def release(self, tap: Tap) -> None:
+        """A reader is done with `tap`: kill the child if it still writes there (or, once
+        every tap is done, at all), then reap it after the last one."""
+        with self._lock:
+            if tap not in self._reading:
+                return
+            self._reading.remove(tap)
+            last = not self._reading
+            if self.proc.poll() is None and (last or not tap.ended):
+                self.killed = True
+                self.proc.kill()
+        if tap is self.taps[0]:
+            self.proc.stdout.close()
+        else:
+            os.close(tap.fd)
+        if last:
+            self.proc.wait()
+            self.proc.stderr.close()
+
+    def output_ended(self, tap: Tap) -> bool:
+        """`tap` read its end of file. True when it is the last output to end, or the child
+        was killed: its reader then waits for the exit and raises if the child failed."""
+        with self._lock:
+            tap.ended = True
+            return self.killed or all(t.ended for t in self.taps)
+
+    def stderr_fds(self) -> list[int]:
+        return [self.proc.stderr.fileno()] if self._stderr_open else []
+
+    def drain_stderr(self) -> None:
+        with self._lock:
+            if not self._stderr_open:
+                return
+            try:
+                data = os.read(self.proc.stderr.fileno(), 4096)
+            except BlockingIOError:  # another tap read it first
+                return
+            if data:
+                self.stderr = (self.stderr + data)[: self.STDERR_KEEP]
+            else:
+                self._stderr_open = False
+
+    def raise_for_exit(self) -> None:
+        """Raise MediaError unless the (exited) child succeeded."""
+        rc = self.proc.returncode
+        if rc < 0:  # our kills for a timeout or cancellation raise in Tap._check first
+            if self.killed:
+                raise decoder_failed(f"{self.name} was stopped: another reader of it stopped early")
+            try:
+                name = signal.Signals(-rc).name
+            except ValueError:
+                name = f"signal {-rc}"
+            raise decoder_failed(f"{self.name} was killed by {name}")
+        if rc in _TOOL_FAILED:
+            raise decoder_failed(f"{self.name} exited with status {rc}")
+        if rc != 0:
+            if b"not on whitelist" in self.stderr:
+                raise MediaError("unsupported_container", "the container format is not accepted", status=415)
+            raise MediaError("undecodable", "the file could not be decoded as audio/video")
 
 
 def refuse_references(path: Path) -> None:
@@ -188,6 +282,20 @@ def refuse_references(path: Path) -> None:
                 raise MediaError("playlist_refused", "AVI files with embedded GAB2 subtitle files are not accepted",
                                  status=415)
             tail = block[-(len(_GAB2) - 1):]
+
+
+def likely_streams(path: Path) -> tuple[bool, bool]:
+    """(audio, video): a guess from the file's first bytes of which streams it holds, to
+    start decoding before ffprobe has said. Containers made for sound alone (WAV, FLAC,
+    MP3, Ogg, M4A) are guessed to hold audio only, anything else both. A wrong guess
+    costs a restart of the decoder once the probe has answered, never a wrong answer."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    sound_only = (head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3"
+                  or (head[:4] == b"RIFF" and head[8:12] == b"WAVE")
+                  or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)       # an MPEG audio frame
+                  or (head[4:8] == b"ftyp" and head[8:12] in (b"M4A ", b"M4B ")))
+    return True, not sound_only
 
 
 def _fraction(text: str | None) -> float:
@@ -296,16 +404,59 @@ def _probed(data: dict, limits: MediaLimits) -> MediaInfo:
     return MediaInfo(format_name, duration, bool(audio), bool(video), width, height, fps)
 
 
+@dataclass(frozen=True)
+class FrameSampling:
+    """Which frames a decoder writes: `rate` per second (at most `max_frames`), the display
+    size scaled so its long side is at most `max_side` (even sides). `max_pixels`: the
+    decoder refuses larger coded frames (when it starts before the probe has checked them)."""
+
+    rate: float
+    max_frames: int
+    max_side: int
+    max_pixels: int | None = None
+
+    def args(self) -> list[str]:
+        fit = f"min(1,{self.max_side}/max(iw,ih))"
+        scale = f"scale=w='max(2,round(iw*{fit}/2)*2)':h='max(2,round(ih*{fit}/2)*2)':flags=area"
+        return ["-map", "0:v:0", "-an", "-sn", "-dn", "-vf", f"fps={self.rate:.6f}:round=near,{scale},format=gray",
+                "-frames:v", str(self.max_frames), "-c:v", "pam", "-f", "image2pipe"]
+
+
+def open_decoder(path: Path, sample_rate: int | None, frames: FrameSampling | None, timeout_s: float,
+                 budget: Budget | None = None, formats: tuple[str, ...] | None = DEMUXERS,
+                 audio_budget: Budget | None = None) -> tuple[Tap | None, Tap | None]:
+    """Start one ffmpeg decoding the first audio stream to float32 mono at `sample_rate`
+    (None: no audio) and/or grey frames as `frames` samples them (None: no frames), each to
+    a pipe of its own: (audio tap, frames tap). One process for both streams reads the file
+    once and pays ffmpeg's start-up (~70 ms CPU of shared libraries) once. Both streams must
+    exist: ffmpeg refuses a map that matches nothing. Frames come as PAM images, each with
+    its own size, so decoding can start before ffprobe has told the size (read them with
+    `frames_of`, the audio with `audio_blocks`). `audio_budget` (default `budget`) stops
+    the audio reader alone."""
+    if sample_rate is None and frames is None:
+        raise ValueError("nothing to decode")
+    guard = ["-max_pixels", str(frames.max_pixels)] if frames and frames.max_pixels else []
+    outputs: list[str] = []
+    if sample_rate is not None:
+        outputs += ["-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"]
+    if frames is not None:
+        outputs += [*frames.args(), extra_output(1) if sample_rate is not None else "pipe:1"]
+    child = Child([ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), *guard, "-i", str(path),
+                   *outputs], timeout_s, budget, outputs=1 + (sample_rate is not None and frames is not None))
+    sound = child.taps[0] if sample_rate is not None else None
+    video = child.taps[-1] if frames is not None else None
+    if sound is not None and audio_budget is not None:
+        sound.budget = audio_budget
+    return sound, video
+
+
 def open_audio(path: Path, sample_rate: int, timeout_s: float, budget: Budget | None = None,
-               formats: tuple[str, ...] | None = DEMUXERS) -> Child:
-    """Start decoding the first audio stream to float32 mono at `sample_rate` (read it with
-    `audio_blocks`)."""
-    return Child([ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), "-i", str(path),
-                  "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"],
-                 timeout_s, budget)
+               formats: tuple[str, ...] | None = DEMUXERS) -> Tap:
+    """Start decoding the first audio stream (read it with `audio_blocks`)."""
+    return open_decoder(path, sample_rate, None, timeout_s, budget, formats)[0]
 
 
-def audio_blocks(child: Child, sample_rate: int, block_s: float = 10.0) -> Iterator[np.ndarray]:
+def audio_blocks(child: Tap, sample_rate: int, block_s: float = 10.0) -> Iterator[np.ndarray]:
     """An `open_audio` child's samples in blocks of `block_s` seconds; closes the child."""
     with child:
         for block in child.blocks(4 * int(block_s * sample_rate)):
@@ -328,18 +479,9 @@ def decode_audio(path: Path, sample_rate: int, timeout_s: float, budget: Budget 
 
 def open_frames(path: Path, rate: float, max_frames: int, max_side: int, timeout_s: float,
                 budget: Budget | None = None, formats: tuple[str, ...] | None = DEMUXERS,
-                max_pixels: int | None = None) -> Child:
-    """Start decoding grey frames sampled at `rate` frames per second (at most `max_frames`),
-    the display size scaled so its long side is at most `max_side` (even sides), as PAM
-    images: each carries its own size, so decoding can start before ffprobe has told it
-    (read them with `frames_of`). `max_pixels`: the decoder refuses larger coded frames."""
-    fit = f"min(1,{max_side}/max(iw,ih))"
-    scale = f"scale=w='max(2,round(iw*{fit}/2)*2)':h='max(2,round(ih*{fit}/2)*2)':flags=area"
-    guard = ["-max_pixels", str(max_pixels)] if max_pixels else []
-    return Child([ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), *guard, "-i", str(path),
-                  "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", f"fps={rate:.6f}:round=near,{scale},format=gray",
-                  "-frames:v", str(max_frames), "-c:v", "pam", "-f", "image2pipe", "pipe:1"],
-                 timeout_s, budget)
+                max_pixels: int | None = None) -> Tap:
+    """Start decoding grey frames (see `FrameSampling`; read them with `frames_of`)."""
+    return open_decoder(path, None, FrameSampling(rate, max_frames, max_side, max_pixels), timeout_s, budget, formats)[1]
 
 
 def _pam_images(chunks: Iterator[bytes]) -> Iterator[np.ndarray]:
@@ -364,7 +506,7 @@ def _pam_images(chunks: Iterator[bytes]) -> Iterator[np.ndarray]:
             raise decoder_failed("ffmpeg wrote something other than PAM frames")
 
 
-def frames_of(child: Child, rate: float, duration_s: float) -> Iterator[tuple[float, np.ndarray]]:
+def frames_of(child: Tap, rate: float, duration_s: float) -> Iterator[tuple[float, np.ndarray]]:
     """An `open_frames` child's frames as (timestamp in seconds, uint8 [H, W]); closes the child."""
     with child:
         for i, frame in enumerate(_pam_images(child.chunks())):
