@@ -438,7 +438,8 @@ def open_decoder(path: Path, sample_rate: int | None, frames: FrameSampling | No
     guard = ["-max_pixels", str(frames.max_pixels)] if frames and frames.max_pixels else []
     outputs: list[str] = []
     if sample_rate is not None:
-        outputs += ["-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"]
+        outputs += ["-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le",
+                    "-flush_packets", "0", "pipe:1"]
     if frames is not None:
         outputs += [*frames.args(), extra_output(1) if sample_rate is not None else "pipe:1"]
     child = Child([ffmpeg_binary(), "-nostdin", "-v", "error", *_safe_input(formats), *guard, "-i", str(path),
