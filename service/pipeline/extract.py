@@ -8,10 +8,11 @@ features and serving features cannot drift apart.
 Decoding is streamed: audio blocks become mel frames (`audio.AudioAccumulator`) and each
 sampled frame becomes an aligned 64x64 face crop as soon as it is decoded, so what a clip
 keeps in memory is small per second and bounded in total (at most `max_frames` crops, or
-`k_summary` per timeline segment). Audio and frames decode in parallel; faces are detected
-(BlazeFace, the bundle's `face_detector`) on each frame as it arrives while ffmpeg keeps
-decoding the next ones into the pipe, so the stage timings overlap: `face_detection` runs
-inside `decode_frames`, beside `decode_audio`.
+`k_summary` per timeline segment). One ffmpeg decodes audio and frames into two pipes, the
+audio read on a thread of its own; faces are detected (BlazeFace, the bundle's
+`face_detector`) on each frame as it arrives while ffmpeg keeps decoding the next ones into
+the pipe, so the stage timings overlap: `face_detection` runs inside `decode_frames`, beside
+`decode_audio`.
 
 A frame without a usable face contributes nothing to the face side: `FaceTrack` holds the
 frames with a face only (and counts the others); a clip without any is answered from audio.
