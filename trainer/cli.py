@@ -20,7 +20,7 @@ def _parser_of(type_name: str) -> tuple[Callable[[str], Any], dict[str, Any]]:
     if base == "bool":
         return (lambda v: v.lower() in ("1", "true", "yes", "on")), {"metavar": "{true,false}"}
     if base.startswith("tuple["):
-        return str, {"nargs": "+"}
+        return (int if base.startswith("tuple[int") else str), {"nargs": "+"}
     return {"int": int, "float": float, "str": str}[base], {}
 
 

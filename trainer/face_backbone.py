@@ -2,6 +2,7 @@
 lives, and a command to run (or resume) its training alone, in the background:
 
     python -m trainer.face_backbone --minutes 85      # one run; the same command resumes
+    python -m trainer.face_backbone --restarts 20     # the finished schedule + a 20-epoch warm restart
 
 The build's face-backbone stage calls the same `trained_backbone`, so a background run
 and a build share one checkpoint (keyed by the recipe and the exact training faces).
@@ -78,9 +79,15 @@ def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cach
     vx, vy = load_faces(val, cfg, cache, classes)
     where = checkpoint_dir(cache_root, recipe, classes, train, val)
     log.info("face backbone: %d training faces, %d validation faces, checkpoint %s", len(ty), len(vy), where)
+    # A schedule extended by warm restarts starts from the nearest shorter one that has a checkpoint.
+    extends_from, shorter = None, recipe.extends()
+    while shorter is not None and extends_from is None:
+        there = checkpoint_dir(cache_root, shorter, classes, train, val)
+        found = _Checkpoint(there, COMMITTED / f"{there.name}.npz")
+        extends_from, shorter = (found if found.exists() else None), shorter.extends()
     return train_face_backbone(tx, ty, vx, vy, len(classes), recipe, where, pixel_mean=cfg.pixel_mean,
                                pixel_std=cfg.pixel_std, max_minutes=max_minutes,
-                               seed_checkpoint=COMMITTED / f"{where.name}.npz")
+                               seed_checkpoint=COMMITTED / f"{where.name}.npz", extends_from=extends_from)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,12 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=repo.parent / "shared" / "data")
     p.add_argument("--cache", type=Path, default=repo / ".cache")
     p.add_argument("--epochs", type=int, default=FaceRecipe.epochs)
+    p.add_argument("--restarts", type=int, nargs="*", default=[],
+                   help="warm restarts after the schedule: epochs of each further cosine cycle")
+    p.add_argument("--restart-lr", type=float, default=FaceRecipe.restart_lr)
     p.add_argument("--minutes", type=float, default=85.0, help="this run's time budget")
     p.add_argument("--commit-checkpoint", action="store_true",
                    help="write the current checkpoint, fp16, under checkpoints/face_backbone/ (to commit) and exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    recipe = FaceRecipe.for_this_cpu(epochs=args.epochs)
+    recipe = FaceRecipe.for_this_cpu(epochs=args.epochs, restarts=tuple(args.restarts), restart_lr=args.restart_lr)
     cfg = PipelineConfig(image_size=recipe.image_size)
     classes = list(LABEL_SETS["basic7"])
     samples = face_samples(args.data)

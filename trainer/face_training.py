@@ -12,7 +12,9 @@ and weighting its tiny "disgust" class trades accuracy for recall there.
 A schedule longer than one run's time budget is built from several runs: after every epoch
 the weights, the optimizer state and the learning curve go to `checkpoint_dir`; a run that
 reaches its budget stops at the epoch boundary (`TrainingPaused`), and the next run with the
-same recipe resumes exactly there (the schedule is a function of the global step).
+same recipe resumes exactly there (the schedule is a function of the global step). A finished
+schedule is extended by warm restarts (`restarts`: further cosine cycles from `restart_lr`,
+SGDR): such a recipe starts from the checkpoint of the schedule it extends.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +59,23 @@ class FaceRecipe:
     mixed_bfloat16: bool = False         # `bf16_is_native()` decides the default in `FaceRecipe.for_this_cpu`
     xla: bool = True
     seed: int = 0
+    restarts: tuple[int, ...] = ()       # warm restarts: epochs of each further cosine cycle
+    restart_lr: float = 0.01             # ... each from this rate down to 0
 
     def key(self) -> dict[str, Any]:
         """What the schedule computes: a checkpoint resumes under this key whatever the CPU
-        (bf16 and XLA are how a step runs here, not what it computes)."""
-        return {k: v for k, v in asdict(self).items() if k not in EXECUTION_ONLY}
+        (bf16 and XLA are how a step runs here, not what it computes). Without restarts the
+        restart fields are left out, so schedules keyed before they existed keep their key."""
+        skip = EXECUTION_ONLY + (() if self.restarts else ("restarts", "restart_lr"))
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + sum(self.restarts)
+
+    def extends(self) -> "FaceRecipe | None":
+        """The schedule this one continues (one warm restart fewer), if any."""
+        return replace(self, restarts=self.restarts[:-1]) if self.restarts else None
 
     @classmethod
     def for_this_cpu(cls, **kw) -> "FaceRecipe":
@@ -141,12 +155,21 @@ def _datasets(train_x: np.ndarray, train_y: np.ndarray, recipe: FaceRecipe, pixe
 
 
 def lr_at(step: int, steps_per_epoch: int, recipe: FaceRecipe) -> float:
-    """Linear warm-up to `peak_lr`, then cosine decay to 0 at the end of the schedule."""
+    """Linear warm-up to `peak_lr`, then cosine decay to 0 at the end of the first schedule;
+    each warm restart is a cosine cycle of its own from `restart_lr` to 0."""
     warm = recipe.warmup_epochs * steps_per_epoch
     total = recipe.epochs * steps_per_epoch
     if step < warm:
         return recipe.peak_lr * (step + 1) / warm
-    return 0.5 * recipe.peak_lr * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+    if step < total or not recipe.restarts:
+        return 0.5 * recipe.peak_lr * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+    start = total
+    for epochs in recipe.restarts:
+        length = epochs * steps_per_epoch
+        if step < start + length:
+            return 0.5 * recipe.restart_lr * (1 + math.cos(math.pi * (step - start) / length))
+        start += length
+    return 0.0  # past the last cycle
 
 
 def _schedule(steps_per_epoch: int, recipe: FaceRecipe):
@@ -154,14 +177,22 @@ def _schedule(steps_per_epoch: int, recipe: FaceRecipe):
     import tensorflow as tf
 
     class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+        """`lr_at` in TensorFlow ops."""
+
         def __call__(self, step):
             step = tf.cast(step, tf.float32)
             warm = float(recipe.warmup_epochs * steps_per_epoch)
             total = float(recipe.epochs * steps_per_epoch)
             warm_lr = recipe.peak_lr * (step + 1.0) / max(warm, 1.0)
             frac = tf.minimum(1.0, (step - warm) / max(1.0, total - warm))
-            cos_lr = 0.5 * recipe.peak_lr * (1.0 + tf.cos(math.pi * frac))
-            return tf.where(step < warm, warm_lr, cos_lr)
+            lr = tf.where(step < warm, warm_lr, 0.5 * recipe.peak_lr * (1.0 + tf.cos(math.pi * frac)))
+            start = total
+            for epochs in recipe.restarts:
+                length = float(epochs * steps_per_epoch)
+                frac = tf.minimum(1.0, (step - start) / max(1.0, length))
+                lr = tf.where(step >= start, 0.5 * recipe.restart_lr * (1.0 + tf.cos(math.pi * frac)), lr)
+                start += length
+            return lr
 
         def get_config(self):
             return {}
@@ -178,6 +209,9 @@ class _Checkpoint:
         self.dir = Path(directory)
         self.file = self.dir / "state.npz"
         self.seed = seed
+
+    def exists(self) -> bool:
+        return self.file.is_file() or bool(self.seed and self.seed.is_file())
 
     def load(self) -> dict[str, Any] | None:
         file = self.file if self.file.is_file() else self.seed if self.seed and self.seed.is_file() else None
@@ -237,10 +271,14 @@ def predict_faces(model, x: np.ndarray, pixel_mean: float, pixel_std: float, fli
 def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                         n_classes: int, recipe: FaceRecipe, checkpoint_dir: Path, *,
                         pixel_mean: float = 127.5, pixel_std: float = 127.5,
-                        max_minutes: float | None = None, seed_checkpoint: Path | None = None):
+                        max_minutes: float | None = None, seed_checkpoint: Path | None = None,
+                        extends_from: "_Checkpoint | None" = None):
     """Train (or resume) the face ResNet; returns (classifier, backbone, curve), both models
     in float32 (the weights of a mixed-precision run copied into a float32 build, which is
-    what gets exported). Raises TrainingPaused when `max_minutes` ends the run early."""
+    what gets exported). Raises TrainingPaused when `max_minutes` ends the run early.
+    `extends_from`: the checkpoint of a schedule that a recipe with warm restarts continues
+    (the same schedule up to that one's end), used when `checkpoint_dir` (and
+    `seed_checkpoint`) hold nothing yet."""
     import keras
 
     from .models.face_resnet import build_face_backbone, build_face_classifier
@@ -262,24 +300,31 @@ def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndar
 
     ckpt = _Checkpoint(checkpoint_dir, seed_checkpoint)
     state = ckpt.load()
+    if state is None and extends_from is not None:
+        # The schedule this one continues: identical up to its end, so wherever it stopped.
+        state = extends_from.load()
     curve: list[dict] = []
     if state is not None:
         stored = {k: v for k, v in state["recipe"].items() if k not in EXECUTION_ONLY}
-        if stored != json.loads(json.dumps(recipe.key())):
+        ancestors, r = [], recipe
+        while r is not None:
+            ancestors.append(json.loads(json.dumps(r.key())))
+            r = r.extends()
+        if stored not in ancestors:
             raise ValueError(f"{ckpt.file} was written by another recipe; remove it or use another directory")
         model.set_weights(state["weights"])
         for var, value in zip(optimizer.variables, state["optimizer"]):
             var.assign(value)
         curve = state["curve"]
-        log.info("face backbone: resuming after epoch %d of %d", len(curve), recipe.epochs)
+        log.info("face backbone: resuming after epoch %d of %d", len(curve), recipe.total_epochs)
 
     started = time.perf_counter()
     minutes_before = curve[-1]["minutes"] if curve else 0.0
     onehot = np.eye(n_classes, dtype=np.float32)
-    for epoch in range(len(curve), recipe.epochs):
+    for epoch in range(len(curve), recipe.total_epochs):
         if max_minutes is not None and curve and (time.perf_counter() - started) / 60 + \
                 (curve[-1]["epoch_minutes"] if curve else 0) > max_minutes:
-            raise TrainingPaused(f"face backbone paused after epoch {epoch} of {recipe.epochs} "
+            raise TrainingPaused(f"face backbone paused after epoch {epoch} of {recipe.total_epochs} "
                                  f"(run budget {max_minutes:.0f} min); run the same command again to resume")
         t0 = time.perf_counter()
         ds = _datasets(train_x, onehot[train_y], recipe, pixel_mean, pixel_std, epoch)
@@ -291,7 +336,7 @@ def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndar
                       "train_accuracy": round(float(hist.history["accuracy"][-1]), 4),
                       "val_accuracy": round(val_acc, 4),
                       "lr_end": round(lr_at((epoch + 1) * steps - 1, steps, recipe), 6)})
-        log.info("face backbone epoch %d/%d: %s", epoch + 1, recipe.epochs,
+        log.info("face backbone epoch %d/%d: %s", epoch + 1, recipe.total_epochs,
                  ", ".join(f"{k} {v}" for k, v in curve[-1].items() if k != "epoch"))
         ckpt.save(model, optimizer, curve, recipe)
 

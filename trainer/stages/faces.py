@@ -36,7 +36,7 @@ class FaceBackbone:
 def _train_face_resnet(ctx: BuildContext, corpora: Corpora):
     r = ctx.recipe
     recipe = FaceRecipe.for_this_cpu(image_size=ctx.cfg.image_size, epochs=r.face_epochs, seed=r.seed,
-                                     batch_size=FaceRecipe.batch_size)
+                                     batch_size=FaceRecipe.batch_size, restarts=tuple(r.face_restarts))
     samples = {k: ordered_faces(corpora.faces[k]) for k in ("train", "val")}
     root = ctx.opts.cache_dir.parent if ctx.opts.cache_dir else ctx.staging / ".face_backbone"
     clf, backbone, curve = trained_backbone(samples, ctx.cfg, ctx.cache, root, recipe, ctx.classes,
