@@ -210,11 +210,15 @@ class _Checkpoint:
         self.file = self.dir / "state.npz"
         self.seed = seed
 
+    def source(self) -> Path | None:
+        """The file `load` reads: this directory's checkpoint, else the seed, else None."""
+        return self.file if self.file.is_file() else self.seed if self.seed and self.seed.is_file() else None
+
     def exists(self) -> bool:
-        return self.file.is_file() or bool(self.seed and self.seed.is_file())
+        return self.source() is not None
 
     def load(self) -> dict[str, Any] | None:
-        file = self.file if self.file.is_file() else self.seed if self.seed and self.seed.is_file() else None
+        file = self.source()
         if file is None:
             return None
         if file == self.seed:

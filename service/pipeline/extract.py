@@ -160,9 +160,10 @@ def _decode_faces(child: media.Tap, info: media.MediaInfo, rate: float, cfg: Pip
                      flagged=flagged, frame_times=np.asarray(all_times, np.float64))
 
 
-def probe(path: Path, limits: MediaLimits, timer: StageTimer, budget: Budget | None = None) -> media.MediaInfo:
+def probe(path: Path, limits: MediaLimits, timer: StageTimer, budget: Budget | None = None,
+          references_refused: bool = False) -> media.MediaInfo:
     with timer.stage("probe"):
-        return media.probe(path, limits, budget)
+        return media.probe(path, limits, budget, references_refused)
 
 
 SegmentChoice = float | Callable[[media.MediaInfo], float | None] | None
@@ -199,11 +200,10 @@ def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: Sta
     with ExitStack() as children:
         sound = video = None
         if info is None:
-            media.refuse_references(path)
-            has_audio, has_video = media.likely_streams(path)
+            has_audio, has_video = media.likely_streams(media.refuse_references(path))
             sound, video = start(has_audio, replace(usual, max_pixels=limits.max_width * limits.max_height)
                                  if has_video else None)
-            info = probe(path, limits, timer, budget)
+            info = probe(path, limits, timer, budget, references_refused=True)
         segment = segment_s(info) if callable(segment_s) else segment_s
         if info.has_video and detector is None:
             raise ValueError("a video needs a face detector: the bundle's face_detector artifact "

@@ -265,15 +265,16 @@ class Child:
             raise MediaError("undecodable", "the file could not be decoded as audio/video")
 
 
-def refuse_references(path: Path) -> None:
-    """Refuse playlists and other files that point at other files, before any demuxer sees them."""
+def refuse_references(path: Path) -> bytes:
+    """Refuse playlists and other files that point at other files, before any demuxer sees
+    them; returns the file's first bytes (what `likely_streams` reads)."""
     with open(path, "rb") as f:
         head = f.read(_HEAD_BYTES)
         if any(m in head for m in _PLAYLIST_MARKERS):
             raise MediaError("playlist_refused", "playlists and files referencing other files are not accepted",
                              status=415)
         if not (head[:4] == b"RIFF" and head[8:12] == b"AVI "):
-            return
+            return head
         # The AVI/GAB2 trick: a "subtitle" chunk carrying a whole file for a nested demuxer.
         f.seek(0)
         tail = b""
@@ -282,15 +283,15 @@ def refuse_references(path: Path) -> None:
                 raise MediaError("playlist_refused", "AVI files with embedded GAB2 subtitle files are not accepted",
                                  status=415)
             tail = block[-(len(_GAB2) - 1):]
+    return head
 
 
-def likely_streams(path: Path) -> tuple[bool, bool]:
-    """(audio, video): a guess from the file's first bytes of which streams it holds, to
-    start decoding before ffprobe has said. Containers made for sound alone (WAV, FLAC,
-    MP3, Ogg, M4A) are guessed to hold audio only, anything else both. A wrong guess
-    costs a restart of the decoder once the probe has answered, never a wrong answer."""
-    with open(path, "rb") as f:
-        head = f.read(16)
+def likely_streams(head: bytes) -> tuple[bool, bool]:
+    """(audio, video): a guess from a file's first bytes (`refuse_references` returns them)
+    of which streams it holds, to start decoding before ffprobe has said. Containers made
+    for sound alone (WAV, FLAC, MP3, Ogg, M4A) are guessed to hold audio only, anything else
+    both. A wrong guess costs a restart of the decoder once the probe has answered, never a
+    wrong answer."""
     sound_only = (head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3"
                   or (head[:4] == b"RIFF" and head[8:12] == b"WAVE")
                   or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)       # an MPEG audio frame
@@ -317,9 +318,11 @@ def _rotation(stream: dict) -> int:
         return 0
 
 
-def probe(path: Path, limits: MediaLimits, budget: Budget | None = None) -> MediaInfo:
-    """ffprobe gate: container, streams, duration, resolution and frame count within limits."""
-    refuse_references(path)
+def probe(path: Path, limits: MediaLimits, budget: Budget | None = None, references_refused: bool = False) -> MediaInfo:
+    """ffprobe gate: container, streams, duration, resolution and frame count within limits.
+    `references_refused`: the caller has run `refuse_references` on this file already."""
+    if not references_refused:
+        refuse_references(path)
     args = [ffmpeg_binary("ffprobe"), "-v", "error", *_safe_input(limits.allowed_formats), "-show_format", "-show_streams",
             "-of", "json", str(path)]
     with Child(args, limits.timeout_s, budget) as child:
