@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from service.calibration import expected_calibration_error  # noqa: E402  (numpy only)
 from service.harness import ServiceProcess  # noqa: E402  (standard library only)
+from trainer.calibrate import ece_floor  # noqa: E402  (no TensorFlow)
 from trainer.data import BASIC7, map_label  # noqa: E402  (no TensorFlow)
 from trainer.data.cremad import EMOTIONS as CREMAD_EMOTIONS  # noqa: E402
 from trainer.data.ravdess import EMOTIONS as RAVDESS_EMOTIONS, FILE_RE as RAVDESS_RE  # noqa: E402
@@ -101,6 +102,7 @@ def classification_metrics(truth: Sequence[str], probs: np.ndarray, classes: Seq
         "uar": float(np.mean(list(recall.values()))),
         "macro_f1": float(np.mean(f1)),
         "ece": expected_calibration_error(y, probs, bins=ECE_BINS),
+        "ece_floor": ece_floor(probs),    # what perfectly calibrated answers would show on n clips
         "mean_confidence": float(conf.mean()),
         "wrong_confident": int(((~right) & (conf > CONFIDENT)).sum()),
         "recall": recall,
@@ -222,9 +224,9 @@ def _f(x, digits: int = 3) -> str:
 def markdown(summary: dict, records: list[dict], meta: dict) -> str:
     lines = [f"Held-out split `{meta['split']}` ({meta['split_note']}), bundle `{meta['model_dir']}` "
              f"({meta['model']}), limit {meta['limit']} per emotion, seed {meta['seed']}", "",
-             "| kind | n | errors | face detected | accuracy | UAR | macro-F1 | ECE | mean conf | wrong >0.9 "
-             "| audio-view acc (n) | face-view acc (n) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| kind | n | errors | face detected | accuracy | UAR | macro-F1 | ECE | ECE floor | mean conf "
+             "| wrong >0.9 | audio-view acc (n) | face-view acc (n) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind, s in summary.items():
         n = s.get("n", 0)
         errors = sum(s["errors"].values())
@@ -234,7 +236,8 @@ def markdown(summary: dict, records: list[dict], meta: dict) -> str:
             views.append("–" if s[f"{view}_view_accuracy"] is None else
                          f"{_f(s[f'{view}_view_accuracy'])} ({s[f'{view}_view_n']})")
         lines.append(f"| {kind} | {n} | {errors} | {faces} | {_f(s.get('accuracy'))} | {_f(s.get('uar'))} "
-                     f"| {_f(s.get('macro_f1'))} | {_f(s.get('ece'))} | {_f(s.get('mean_confidence'))} "
+                     f"| {_f(s.get('macro_f1'))} | {_f(s.get('ece'))} | {_f(s.get('ece_floor'))} "
+                     f"| {_f(s.get('mean_confidence'))} "
                      f"| {s.get('wrong_confident', '–')} | {views[0]} | {views[1]} |")
     cremad = [r for r in records if r["kind"] == "cremad"]
     if cremad:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from service.calibration import apply_temperature, expected_calibration_error, served_view
-from trainer.calibrate import calibrate_views, fit_temperature
+from trainer.calibrate import calibrate_views, ece_floor, fit_temperature
 
 
 def _overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,3 +37,16 @@ def test_ece_of_a_perfectly_calibrated_toy_is_zero_and_served_views():
     assert expected_calibration_error(y, np.array([[1.0, 0], [1, 0], [0, 1], [0, 1]])) == pytest.approx(0)
     assert served_view(True, True) == "fused" and served_view(True, False) == "audio"
     assert served_view(False, True) == "face"
+
+
+def test_ece_floor_is_what_calibrated_answers_show_and_shrinks_with_rows():
+    """Labels drawn from the answers themselves are calibrated by construction: their ECE
+    averages to the floor; over-confident answers sit well above it; more rows, lower floor."""
+    y, p = _overconfident(4000, 1)
+    rng = np.random.default_rng(2)
+    floors = {n: ece_floor(p[:n]) for n in (120, 480, 4000)}
+    assert floors[120] > floors[480] > floors[4000] > 0
+    calibrated = [expected_calibration_error((rng.random((240, 1)) > np.cumsum(p[:240], 1)).sum(1), p[:240])
+                  for _ in range(100)]
+    assert np.mean(calibrated) == pytest.approx(ece_floor(p[:240]), rel=0.15)
+    assert expected_calibration_error(y[:240], p[:240]) > 2 * ece_floor(p[:240])

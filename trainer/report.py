@@ -97,14 +97,17 @@ def _served_clips(manifest: Manifest) -> list[str]:
              "trainer/served_clips.py), each run through the service's own pipeline and this bundle. The "
              f"temperatures and fusion weights are fitted on {served.get('fitted_on')}. ECE: 15 bins; "
              "`uncalibrated`: no temperature, plain product of experts; `pseudo-pair fit`: fitted on validation "
-             "pseudo-pairs (the classifiers stage); `served`: what this bundle answers.", "",
+             "pseudo-pairs (the classifiers stage); `served`: what this bundle answers; `floor`: the mean ECE "
+             "of the served answers when each clip's label is drawn from those answers themselves, i.e. what a "
+             "perfectly calibrated model with the same confidences would show on this many clips "
+             "(`trainer.calibrate.ece_floor`): an ECE near it cannot be told from calibrated.", "",
              "| clips | n | accuracy | UAR | macro-F1 | ECE uncalibrated | ECE pseudo-pair fit | ECE served "
-             "| wrong > 0.9 |", "|---|---|---|---|---|---|---|---|---|"]
+             "| ECE floor | wrong > 0.9 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for kind, v in test.items():
         s = v["served"]
         lines.append(f"| {KIND_NAMES.get(kind, kind)} | {s['n']} | {s['accuracy']:.3f} | {s['uar']:.3f} | "
                      f"{s['macro_f1']:.3f} | {v['uncalibrated']['ece']:.3f} | {v['pseudo_pairs']['ece']:.3f} | "
-                     f"{s['ece']:.3f} | {s['wrong_above_0.9']} |")
+                     f"{s['ece']:.3f} | {s.get('ece_floor', float('nan')):.3f} | {s['wrong_above_0.9']} |")
     before = served.get("fusion_before") or {}
     lines += ["", f"Fused: {fusion.method}; weights w_audio {fusion.w_audio:g}, w_face {fusion.w_face:g} (pseudo-pair "
                   f"fit: {before.get('w_audio', float('nan')):g}, {before.get('w_face', float('nan')):g}). "

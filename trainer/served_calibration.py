@@ -32,7 +32,7 @@ from service.pipeline.config import MediaLimits
 from service.pipeline.errors import MediaError
 from service.pipeline.extract import extract_file
 
-from .calibrate import fit_temperature, nll
+from .calibrate import ece_floor, fit_temperature, nll
 from .evaluate import metrics
 from .late_fusion import fit_weights
 from .recipe import Recipe
@@ -126,7 +126,7 @@ def served_probabilities(bundle: Bundle, manifest: Manifest, clips: list[ServedC
 def _scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     m = metrics(y, p, [str(i) for i in range(p.shape[1])])
     return {"n": int(len(y)), "accuracy": m["accuracy"], "uar": m["uar"], "macro_f1": m["macro_f1"],
-            "ece": expected_calibration_error(y, p), "nll": nll(y, p),
+            "ece": expected_calibration_error(y, p), "ece_floor": ece_floor(p), "nll": nll(y, p),
             "wrong_above_0.9": int(((p.argmax(1) != y) & (p.max(1) > 0.9)).sum())}
 
 
