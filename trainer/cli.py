@@ -20,7 +20,8 @@ def _parser_of(type_name: str) -> tuple[Callable[[str], Any], dict[str, Any]]:
     if base == "bool":
         return (lambda v: v.lower() in ("1", "true", "yes", "on")), {"metavar": "{true,false}"}
     if base.startswith("tuple["):
-        return (int if base.startswith("tuple[int") else str), {"nargs": "+"}
+        # "*": the option alone gives the empty tuple (e.g. `--face-restarts`: no warm restart)
+        return (int if base.startswith("tuple[int") else str), {"nargs": "*"}
     return {"int": int, "float": float, "str": str}[base], {}
 
 
