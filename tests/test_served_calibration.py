@@ -25,11 +25,31 @@ def test_refit_tempers_overconfident_views_and_fits_the_fusion_weights():
     clips = [_clip(rng, view, int(rng.integers(0, 7)), 1.0, sharpness=4.0)
              for view in ("fused", "audio") for _ in range(300)]
     old = Calibration.model_validate({"views": {"face": {"temperature": 1.7, "n_validation": 9}}})
-    calibration, fusion = refit(clips, old, Fusion(method="late_weighted", w_audio=2.5, w_face=2.5))
+    calibration, fusion, accuracy = refit(clips, old, Fusion(method="late_weighted", w_audio=2.5, w_face=2.5))
     assert calibration.views["audio"].temperature > 2.0  # answers four times too sharp
     assert calibration.views["fused"].n_validation == 300
     assert calibration.views["face"].temperature == 1.7  # no face-only clip: kept
     assert fusion.method == "late_weighted" and max(fusion.w_audio, fusion.w_face) < 1.0
+    assert set(accuracy) == {"late_weighted", "sequence"}
+
+
+def test_refit_can_choose_the_fusion_more_accurate_on_the_clips():
+    """The sequence model's fused answer (the fused clips' raw answer) against the pooled
+    experts: with `choose`, whichever is right more often is served."""
+    rng = np.random.default_rng(1)
+    fusion = Fusion(method="late_weighted")
+    sharp_raw = [_clip(rng, "fused", int(rng.integers(0, 7)), 0.0) for _ in range(200)]
+    for c in sharp_raw:                     # experts are noise; the sequence answer knows the class
+        c.raw = np.eye(7)[c.y] * 0.9 + 0.1 / 7
+    _, kept, accuracy = refit(sharp_raw, None, fusion)
+    assert kept.method == "late_weighted" and accuracy["sequence"] == 1.0 > accuracy["late_weighted"]
+    _, chosen, _ = refit(sharp_raw, None, fusion, choose=True)
+    assert chosen.method == "sequence"
+    strong_experts = [_clip(rng, "fused", int(rng.integers(0, 7)), 4.0) for _ in range(200)]
+    for c in strong_experts:
+        c.raw = np.full(7, 1 / 7)
+    _, chosen, accuracy = refit(strong_experts, None, Fusion(method="sequence"), choose=True)
+    assert chosen.method == "late_weighted" and accuracy["late_weighted"] > accuracy["sequence"]
 
 
 def test_the_step_scores_what_the_service_serves(quick_bundle, data_dir, tmp_path):
@@ -54,3 +74,26 @@ def test_the_step_scores_what_the_service_serves(quick_bundle, data_dir, tmp_pat
     ours = served_probabilities(bundle, manifest, answered)
     theirs = [predict_file(bundle, Path(p), MediaLimits())["probabilities"] for _, p, _ in clips]
     np.testing.assert_allclose(ours, np.array([[t[c] for c in bundle.classes] for t in theirs]), atol=1e-5)
+
+
+def test_a_refit_starts_from_the_pseudo_pair_fit_the_bundle_recorded(quick_bundle):
+    """Refitting a bundle that was already refitted (python -m trainer.served_calibration)
+    starts from the classifiers stage's fit, so its `pseudo_pairs` column stays that fit."""
+    import pytest
+
+    from service.manifest import Manifest
+    from trainer.served_calibration import pseudo_pair_fit
+
+    served, _ = Manifest.read(quick_bundle)
+    before = served.metrics["served_clips"]
+    restored = pseudo_pair_fit(served)
+    assert restored.fusion.w_audio == before["fusion_before"]["w_audio"]
+    assert restored.fusion.w_face == before["fusion_before"]["w_face"]
+    assert restored.calibration.model_dump(mode="json") == before["calibration_before"]
+    assert restored.calibration.fitted_on != served.calibration.fitted_on     # not the serving-path fit
+    fresh = served.model_copy(update={"metrics": {k: v for k, v in served.metrics.items() if k != "served_clips"}})
+    assert pseudo_pair_fit(fresh) is fresh                                    # nothing refitted yet
+    unrecorded = served.model_copy(update={"metrics": {**served.metrics, "served_clips": {
+        k: v for k, v in before.items() if k != "calibration_before"}}})
+    with pytest.raises(SystemExit, match="--from served_calibration"):
+        pseudo_pair_fit(unrecorded)

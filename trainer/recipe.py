@@ -85,10 +85,11 @@ class Recipe:
     fusion: str = tunable("late_weighted", "served answer when audio and face are both present: late_weighted "
                                            "(the audio head and the classifier's face-only answer pooled, weights "
                                            "fitted on validation speakers), sequence (the Bi-LSTM-SA on the fused "
-                                           "sequence) or auto (the one more accurate on the validation pseudo-pairs, "
-                                           "which show faces more cleanly than a video does: through the service "
-                                           "late_weighted was 0.76 vs 0.68 on validation speakers, "
-                                           "bench/heldout_val.md)", quick="auto")
+                                           "sequence) or auto (the one more accurate on the validation clips "
+                                           "through the serving path when served_calibration runs, else on the "
+                                           "validation pseudo-pairs, which show faces more cleanly than a video "
+                                           "does). Both are scored on the served clips in the report",
+                          quick="auto")
     served_clips_per_class: int | None = tunable(None, "refit the temperatures and late-fusion weights through the "
                                                         "serving path, on validation clips made as users send them "
                                                         "(speech + one face still as an mp4, the still alone, the "

@@ -112,6 +112,20 @@ def _served_clips(manifest: Manifest) -> list[str]:
     lines += ["", f"Fused: {fusion.method}; weights w_audio {fusion.w_audio:g}, w_face {fusion.w_face:g} (pseudo-pair "
                   f"fit: {before.get('w_audio', float('nan')):g}, {before.get('w_face', float('nan')):g}). "
                   "Clips whose still shows no face the detector accepts are refused by the service and not counted."]
+    other = served.get("other_fusion")
+    av_test = test.get("av", {}).get("other_fusion")
+    av_val = ((served.get("validation") or {}).get("by_kind") or {}).get("av") or {}
+    if other and av_test and "other_fusion" in av_val:
+        names = {"sequence": "the proposed Bi-LSTM-SA's fused answer (fused temperature)",
+                 "late_weighted": "the weighted pool of the audio and face experts"}
+        how = ("the more accurate on the validation clips" if served.get("fusion_chosen") else
+               f"the recipe's fusion (validation clips: {fusion.method} "
+               f"{av_val['served']['accuracy']:.3f}, {other} {av_val['other_fusion']['accuracy']:.3f})")
+        lines += ["", f"The other fusion on the same clips: {other}, {names[other]}, calibrated the same way: test "
+                      f"accuracy {av_test['accuracy']:.3f}, ECE {av_test['ece']:.3f} (served: "
+                      f"{test['av']['served']['accuracy']:.3f}, {test['av']['served']['ece']:.3f}); on the "
+                      f"validation clips {av_val['other_fusion']['accuracy']:.3f} against "
+                      f"{av_val['served']['accuracy']:.3f}. Served: {how}."]
     return lines + _real_clips(manifest) + [""]
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from service.bundle import Bundle, load_bundle
-from service.calibration import expected_calibration_error, served_view
+from service.calibration import expected_calibration_error, log_linear_pool, served_view
 from service.manifest import Calibration, Fusion, Manifest
 from service.pipeline.config import MediaLimits
 from service.pipeline.errors import MediaError
@@ -95,9 +95,14 @@ def answer_clips(bundle: Bundle, clips: list[tuple[str, Path, str]], limits: Med
     return out
 
 
-def refit(clips: list[ServedClip], calibration: Calibration | None, fusion: Fusion) -> tuple[Calibration, Fusion]:
+def refit(clips: list[ServedClip], calibration: Calibration | None, fusion: Fusion,
+          choose: bool = False) -> tuple[Calibration, Fusion, dict[str, float]]:
     """Per served view, the temperature of its raw answers; the late-fusion weights on the clips
-    with both modalities. Views without a clip keep what they had."""
+    with both modalities, and the accuracy there of both fusions: the weighted pool of the two
+    experts, and the sequence model's fused answer (the fused view's raw answer). `choose`:
+    serve the more accurate of the two (ties keep the proposed sequence model); otherwise the
+    method stays. Views without a clip keep what they had. Returns the calibration, the fusion
+    and those accuracies (empty without a clip with both modalities)."""
     views = dict(calibration.views) if calibration else {}
     for view in ("fused", "audio", "face"):
         rows = [c for c in clips if c.view == view]
@@ -105,12 +110,19 @@ def refit(clips: list[ServedClip], calibration: Calibration | None, fusion: Fusi
             y, raw = np.array([c.y for c in rows]), np.stack([c.raw for c in rows])
             views[view] = {"temperature": fit_temperature(y, raw), "n_validation": len(rows)}
     both = [c for c in clips if c.experts]
-    new_fusion = fusion.model_copy()
+    new_fusion, accuracy = fusion.model_copy(), {}
     if both:
         y = np.array([c.y for c in both])
-        wa, wf = fit_weights(y, np.stack([c.experts["audio"] for c in both]), np.stack([c.experts["face"] for c in both]))
-        new_fusion = fusion.model_copy(update={"w_audio": float(wa), "w_face": float(wf)})
-    return Calibration.model_validate({"method": "temperature", "fitted_on": FITTED_ON, "views": views}), new_fusion
+        pa, pf = np.stack([c.experts["audio"] for c in both]), np.stack([c.experts["face"] for c in both])
+        wa, wf = fit_weights(y, pa, pf)
+        accuracy = {"late_weighted": float((log_linear_pool(pa, pf, wa, wf).argmax(1) == y).mean()),
+                    "sequence": float((np.stack([c.raw for c in both]).argmax(1) == y).mean())}
+        method = fusion.method
+        if choose:
+            method = "late_weighted" if accuracy["late_weighted"] > accuracy["sequence"] else "sequence"
+        new_fusion = fusion.model_copy(update={"method": method, "w_audio": float(wa), "w_face": float(wf)})
+    return (Calibration.model_validate({"method": "temperature", "fitted_on": FITTED_ON, "views": views}), new_fusion,
+            accuracy)
 
 
 def served_probabilities(bundle: Bundle, manifest: Manifest, clips: list[ServedClip]) -> np.ndarray:
@@ -160,21 +172,25 @@ def uncalibrated(manifest: Manifest) -> Manifest:
 
 
 def calibrate_through_service(bundle_dir: Path, data_dir: Path, cache: Path, per_class: int | None = None,
-                              val_draws: int = 1, limits: MediaLimits | None = None) -> dict[str, Any]:
+                              val_draws: int = 1, limits: MediaLimits | None = None,
+                              choose_fusion: bool = False) -> dict[str, Any]:
     """Refit the bundle's temperatures and fusion weights on the validation clips and score
-    the test clips before and after. Returns {"calibration", "fusion", "metrics"} (plain JSON
+    the test clips before and after, and with the other fusion method (`choose_fusion`: serve
+    the one more accurate on the validation clips). Returns {"calibration", "fusion", "metrics"} (plain JSON
     values: the stage's output) and "real_av_clips" (the CREMA-D clips' served answers); the
     bundle on disk is not changed."""
     t0 = time.perf_counter()
     limits = limits or MediaLimits()
     bundle = load_bundle(bundle_dir)
-    before = bundle.manifest
+    before = bundle.manifest = pseudo_pair_fit(bundle.manifest)
     clips = {split: answer_clips(bundle, make_clips(data_dir, split, cache, per_class, val_draws if split == "val"
                                                     else 1), limits)
              for split in ("val", "test")}
-    calibration, fusion = refit(clips["val"], before.calibration, before.fusion)
+    calibration, fusion, fusion_accuracy = refit(clips["val"], before.calibration, before.fusion, choose_fusion)
     after = before.model_copy(update={"calibration": calibration, "fusion": fusion})
-    variants = {"uncalibrated": uncalibrated(before), "pseudo_pairs": before, "served": after}
+    other = "sequence" if fusion.method == "late_weighted" else "late_weighted"
+    variants = {"uncalibrated": uncalibrated(before), "pseudo_pairs": before, "served": after,
+                "other_fusion": after.model_copy(update={"fusion": fusion.model_copy(update={"method": other})})}
     test = compare(bundle, variants, clips["test"])
     for view, entry in calibration.views.items():
         scored = test["by_view"].get(view)
@@ -184,18 +200,40 @@ def calibrate_through_service(bundle_dir: Path, data_dir: Path, cache: Path, per
                 "n_test": s1["n"], "ece_before": s0["ece"], "ece_after": s1["ece"], "nll_before": s0["nll"],
                 "nll_after": s1["nll"]})
     metrics = {"clip_recipe": RECIPE, "per_class": per_class, "val_draws": val_draws, "fitted_on": FITTED_ON,
+               "calibration_before": before.calibration.model_dump(mode="json") if before.calibration else None,
                "n_validation": {k: sum(c.kind == k for c in clips["val"]) for k in KINDS},
                "validation": compare(bundle, variants, clips["val"]), "test": test,
-               "fusion_before": {"w_audio": before.fusion.w_audio, "w_face": before.fusion.w_face},
+               "fusion_before": {"method": before.fusion.method, "w_audio": before.fusion.w_audio,
+                                 "w_face": before.fusion.w_face},
+               "fusion_validation_accuracy": fusion_accuracy, "fusion_chosen": choose_fusion, "other_fusion": other,
                "seconds": round(time.perf_counter() - t0, 1)}
     return {"calibration": calibration.model_dump(mode="json"), "fusion": fusion.model_dump(mode="json"),
             "metrics": metrics, "real_av_clips": real_clips(bundle, after, data_dir, limits)}
 
 
+def pseudo_pair_fit(manifest: Manifest) -> Manifest:
+    """`manifest` as the classifiers stage left it: the pseudo-pair calibration and fusion
+    weights, which a refit starts from and reports as its `pseudo_pairs` column, also when
+    the bundle was refitted through the serving path before (its metrics keep them)."""
+    served = manifest.metrics.get("served_clips")
+    if not served:
+        return manifest
+    if "calibration_before" not in served:
+        raise SystemExit("this bundle was refitted before the pseudo-pair fit was recorded in its metrics: "
+                         "rebuild it with `trainer build ... --from served_calibration`")
+    calibration = served["calibration_before"]
+    return manifest.model_copy(update={
+        "calibration": Calibration.model_validate(calibration) if calibration else None,
+        "fusion": manifest.fusion.model_copy(update=served["fusion_before"])})
+
+
 def apply(manifest: Manifest, served: dict[str, Any]) -> Manifest:
     """`manifest` with the serving-path calibration, fusion weights and figures."""
     fusion = Fusion.model_validate(served["fusion"])
-    note = (f"; weights refitted through the serving path: w_audio {fusion.w_audio:g}, w_face {fusion.w_face:g}")
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in served["metrics"].get("fusion_validation_accuracy", {}).items())
+    note = (f"; weights refitted through the serving path: w_audio {fusion.w_audio:g}, w_face {fusion.w_face:g}"
+            + (f"; validation clips through the serving path: {figures}" if figures else "")
+            + ("; served: the more accurate there" if served["metrics"].get("fusion_chosen") else ""))
     fusion = fusion.model_copy(update={"chosen_by": (fusion.chosen_by or "").split("; weights refitted")[0] + note})
     return manifest.model_copy(update={"calibration": Calibration.model_validate(served["calibration"]),
                                        "fusion": fusion,
@@ -214,11 +252,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-class", type=int, default=None, help="speech clips per emotion and split (default: all)")
     p.add_argument("--val-draws", type=int, default=Recipe.served_val_draws,
                    help="face stills per validation speech clip (default: %(default)s)")
+    p.add_argument("--choose-fusion", action="store_true",
+                   help="serve the fusion (late_weighted or sequence) more accurate on the validation clips")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     manifest, _ = Manifest.read(args.bundle)
     updated = apply(manifest, calibrate_through_service(args.bundle, args.data, args.cache, args.per_class,
-                                                        args.val_draws))
+                                                        args.val_draws, choose_fusion=args.choose_fusion))
     updated.write(args.bundle)
     write_report(args.bundle, updated)
     log.info("%s: calibration and fusion weights refitted through the serving path", args.bundle)

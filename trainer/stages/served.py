@@ -34,4 +34,4 @@ def served_calibration(ctx: BuildContext, manifest: Manifest) -> ServedCalibrati
              else tempfile.TemporaryDirectory(prefix="served-clips-"))
     with where as cache:
         return ServedCalibration(**calibrate_through_service(ctx.staging, ctx.opts.data_dir, Path(cache), per_class,
-                                                             draws))
+                                                             draws, choose_fusion=ctx.recipe.fusion == "auto"))
