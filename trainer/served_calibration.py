@@ -232,7 +232,7 @@ def apply(manifest: Manifest, served: dict[str, Any]) -> Manifest:
     fusion = Fusion.model_validate(served["fusion"])
     figures = ", ".join(f"{k} {v:.3f}" for k, v in served["metrics"].get("fusion_validation_accuracy", {}).items())
     note = (f"; weights refitted through the serving path: w_audio {fusion.w_audio:g}, w_face {fusion.w_face:g}"
-            + (f"; validation clips through the serving path: {figures}" if figures else "")
+            + (f"; validation clips with voice and face through the serving path: {figures}" if figures else "")
             + ("; served: the more accurate there" if served["metrics"].get("fusion_chosen") else ""))
     fusion = fusion.model_copy(update={"chosen_by": (fusion.chosen_by or "").split("; weights refitted")[0] + note})
     return manifest.model_copy(update={"calibration": Calibration.model_validate(served["calibration"]),
