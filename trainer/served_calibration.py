@@ -174,11 +174,11 @@ def uncalibrated(manifest: Manifest) -> Manifest:
 def calibrate_through_service(bundle_dir: Path, data_dir: Path, cache: Path, per_class: int | None = None,
                               val_draws: int = 1, limits: MediaLimits | None = None,
                               choose_fusion: bool = False) -> dict[str, Any]:
-    """Refit the bundle's temperatures and fusion weights on the validation clips and score
-    the test clips before and after, and with the other fusion method (`choose_fusion`: serve
-    the one more accurate on the validation clips). Returns {"calibration", "fusion", "metrics"} (plain JSON
-    values: the stage's output) and "real_av_clips" (the CREMA-D clips' served answers); the
-    bundle on disk is not changed."""
+    """Refit the bundle's temperatures and fusion weights on the validation clips (starting
+    from its pseudo-pair fit) and score the test clips before and after, and with the other
+    fusion method (`choose_fusion`: serve the one more accurate on the validation clips).
+    Returns {"calibration", "fusion", "metrics"} (plain JSON values: the stage's output) and
+    "real_av_clips" (the CREMA-D clips' served answers); the bundle on disk is not changed."""
     t0 = time.perf_counter()
     limits = limits or MediaLimits()
     bundle = load_bundle(bundle_dir)
