@@ -119,8 +119,7 @@ def _served_clips(manifest: Manifest) -> list[str]:
         names = {"sequence": "the proposed Bi-LSTM-SA's fused answer (fused temperature)",
                  "late_weighted": "the weighted pool of the audio and face experts"}
         how = ("the more accurate on the validation clips" if served.get("fusion_chosen") else
-               f"the recipe's fusion (validation clips: {fusion.method} "
-               f"{av_val['served']['accuracy']:.3f}, {other} {av_val['other_fusion']['accuracy']:.3f})")
+               f"the recipe's fusion ({fusion.method})")
         lines += ["", f"The other fusion on the same clips: {other}, {names[other]}, calibrated the same way: test "
                       f"accuracy {av_test['accuracy']:.3f}, ECE {av_test['ece']:.3f} (served: "
                       f"{test['av']['served']['accuracy']:.3f}, {test['av']['served']['ece']:.3f}); on the "
