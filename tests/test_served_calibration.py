@@ -95,5 +95,5 @@ def test_a_refit_starts_from_the_pseudo_pair_fit_the_bundle_recorded(quick_bundl
     assert pseudo_pair_fit(fresh) is fresh                                    # nothing refitted yet
     unrecorded = served.model_copy(update={"metrics": {**served.metrics, "served_clips": {
         k: v for k, v in before.items() if k != "calibration_before"}}})
-    with pytest.raises(SystemExit, match="--from served_calibration"):
+    with pytest.raises(ValueError, match="--from served_calibration"):
         pseudo_pair_fit(unrecorded)

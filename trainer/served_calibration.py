@@ -219,7 +219,7 @@ def pseudo_pair_fit(manifest: Manifest) -> Manifest:
     if not served:
         return manifest
     if "calibration_before" not in served:
-        raise SystemExit("this bundle was refitted before the pseudo-pair fit was recorded in its metrics: "
+        raise ValueError("this bundle was refitted before the pseudo-pair fit was recorded in its metrics: "
                          "rebuild it with `trainer build ... --from served_calibration`")
     calibration = served["calibration_before"]
     return manifest.model_copy(update={
@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     manifest, _ = Manifest.read(args.bundle)
+    try:
+        pseudo_pair_fit(manifest)       # refuse early, before the clips are made
+    except ValueError as exc:
+        raise SystemExit(f"{args.bundle}: {exc}") from None
     updated = apply(manifest, calibrate_through_service(args.bundle, args.data, args.cache, args.per_class,
                                                         args.val_draws, choose_fusion=args.choose_fusion))
     updated.write(args.bundle)
