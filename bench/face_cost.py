@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
+
+from trainer.export import ort_ms_per_item
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -39,27 +40,6 @@ def resnet50_onnx(image_size: int) -> Path:
     return out
 
 
-def measure(models: dict[str, Path], batches: tuple[int, ...], rounds: int) -> dict[str, dict[str, float]]:
-    """{name: {"batch_B": median ms per face}}; rounds interleave the models."""
-    from service.bundle import open_session
-
-    sessions = {name: open_session(path, name, ["CPUExecutionProvider"], threads=1) for name, path in models.items()}
-    inputs = {}
-    for name, s in sessions.items():
-        shape = s.session.get_inputs()[0].shape          # [batch, h, w, c]
-        inputs[name] = {b: np.random.default_rng(b).normal(size=(b, *shape[1:])).astype(np.float32) for b in batches}
-        for b in batches:
-            s.run(inputs[name][b])                         # warm-up
-    times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in models}
-    for _ in range(rounds):
-        for name, s in sessions.items():
-            for b in batches:
-                t0 = time.perf_counter()
-                s.run(inputs[name][b])
-                times[name][b].append((time.perf_counter() - t0) * 1000 / b)
-    return {n: {f"batch_{b}": float(np.median(t[b])) for b in batches} for n, t in times.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, default=REPO / "models" / "default")
@@ -73,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         models[f"ResNet-50 at {args.resnet50_size} px"] = resnet50_onnx(args.resnet50_size)
     models.update({p.name: p for p in args.model})
     load = os.getloadavg()[0]
-    result = measure(models, (1, 8), args.rounds)
+    result = ort_ms_per_item(models, (1, 8), args.rounds)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "face_cost.json").write_text(json.dumps({"load_average": load, "rounds": args.rounds,
                                                        "ms_per_face": result}, indent=1))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -264,3 +265,26 @@ def export_onnx(model, path: Path, *, sample_inputs: np.ndarray, input_name: str
                         max_abs_diff=diff, fp16_weights=fp16_weights, tolerance=tolerance,
                         reference_scale=float(np.max(np.abs(reference))) if reference.size else 0.0,
                         size_bytes=path.stat().st_size)
+
+
+def ort_ms_per_item(models: dict[str, Path], batches: tuple[int, ...] = (1, 8),
+                    rounds: int = 20) -> dict[str, dict[str, float]]:
+    """{name: {"batch_B": median ms per item}} of exported models in ONNX Runtime on the CPU,
+    1 intra-op thread each (the service's per-request setting). Rounds alternate between the
+    models, so that the machine's load falls on all of them alike; inputs are random (the
+    cost does not depend on them), shaped as each model's input with the batch axis set."""
+    sessions = {name: open_session(path, name, ["CPUExecutionProvider"], threads=1) for name, path in models.items()}
+    rng = np.random.default_rng(0)
+    inputs = {name: {b: rng.normal(size=(b, *s.session.get_inputs()[0].shape[1:])).astype(np.float32)
+                     for b in batches} for name, s in sessions.items()}
+    for name, s in sessions.items():
+        for b in batches:
+            s.run(inputs[name][b])                         # warm-up
+    times: dict[str, dict[int, list[float]]] = {n: {b: [] for b in batches} for n in models}
+    for _ in range(rounds):
+        for name, s in sessions.items():
+            for b in batches:
+                t0 = time.perf_counter()
+                s.run(inputs[name][b])
+                times[name][b].append((time.perf_counter() - t0) * 1000 / b)
+    return {n: {f"batch_{b}": float(np.median(t[b])) for b in batches} for n, t in times.items()}

@@ -3,7 +3,6 @@ and exported to ONNX) and `face_features` (crops of every split through the expo
 backbone, and the frame autoencoder of summary-frame selection)."""
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +11,7 @@ import numpy as np
 from service.pipeline.visual import resnet_input, thumbnails
 
 from ..evaluate import metrics
-from ..export import ExportResult, export_onnx
+from ..export import ExportResult, export_onnx, ort_ms_per_item
 from ..face_backbone import load_faces, ordered_faces, trained_backbone
 from ..face_training import FaceRecipe, predict_faces
 from ..peer import peer_face_probs
@@ -72,24 +71,6 @@ def _train_resnet50(ctx: BuildContext, corpora: Corpora, crops: dict[str, np.nda
     return clf, backbone, []
 
 
-def _ort_ms_per_face(export: ExportResult, size: int) -> dict[str, float]:
-    """Median wall time per face of the exported backbone in ONNX Runtime (1 thread), batch 1 and 8."""
-    from service.bundle import open_session
-
-    sess = open_session(export.path, "image_features", ["CPUExecutionProvider"], threads=1)
-    out = {}
-    for batch in (1, 8):
-        x = np.zeros((batch, size, size, 3), np.float32)
-        sess.run(x)
-        times = []
-        for _ in range(20):
-            t0 = time.perf_counter()
-            sess.run(x)
-            times.append((time.perf_counter() - t0) * 1000 / batch)
-        out[f"batch_{batch}"] = round(float(np.median(times)), 3)
-    return out
-
-
 def flip_averaged(backbone):
     """The backbone's features averaged over each face and its mirror image, as one graph:
     the trainer's pairs and the service then share it with no change to the pipeline."""
@@ -132,7 +113,7 @@ def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
                          output_name="features", fp16_weights=ctx.recipe.fp16_backbone)
     kernel, bias = clf.get_layer("head_softmax").get_weights()
     return FaceBackbone(export, ctx.recipe.backbone, {"kernel": kernel, "bias": bias}, test_metrics, fer, curve,
-                        _ort_ms_per_face(export, cfg.image_size))
+                        {k: round(v, 3) for k, v in ort_ms_per_item({"backbone": export.path})["backbone"].items()})
 
 
 @stage_output
