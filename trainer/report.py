@@ -88,7 +88,7 @@ def _served_clips(manifest: Manifest) -> list[str]:
     test = (served.get("test") or {}).get("by_kind") or {}
     if not test:
         return []
-    from .served_calibration import KIND_NAMES
+    from .served_calibration import KIND_NAMES, other_fusion
 
     fusion = manifest.fusion
     lines = ["## Headline: people the model has never heard or seen, through the serving path", "",
@@ -112,10 +112,10 @@ def _served_clips(manifest: Manifest) -> list[str]:
     lines += ["", f"Fused: {fusion.method}; weights w_audio {fusion.w_audio:g}, w_face {fusion.w_face:g} (pseudo-pair "
                   f"fit: {before.get('w_audio', float('nan')):g}, {before.get('w_face', float('nan')):g}). "
                   "Clips whose still shows no face the detector accepts are refused by the service and not counted."]
-    other = served.get("other_fusion")
+    other = other_fusion(fusion.method)
     av_test = test.get("av", {}).get("other_fusion")
     av_val = ((served.get("validation") or {}).get("by_kind") or {}).get("av") or {}
-    if other and av_test and "other_fusion" in av_val:
+    if av_test and "other_fusion" in av_val:
         names = {"sequence": "the proposed Bi-LSTM-SA's fused answer (fused temperature)",
                  "late_weighted": "the weighted pool of the audio and face experts"}
         how = ("the more accurate on the validation clips" if served.get("fusion_chosen") else

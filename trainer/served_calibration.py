@@ -165,6 +165,11 @@ def real_clips(bundle: Bundle, manifest: Manifest, data_dir: Path, limits: Media
     return out
 
 
+def other_fusion(method: str) -> str:
+    """The fusion method a bundle does not serve: its `other_fusion` variant in the figures."""
+    return "sequence" if method == "late_weighted" else "late_weighted"
+
+
 def uncalibrated(manifest: Manifest) -> Manifest:
     """The bundle's raw answers: no temperature, and the plain product of experts when fused late."""
     return manifest.model_copy(update={"calibration": None,
@@ -188,9 +193,9 @@ def calibrate_through_service(bundle_dir: Path, data_dir: Path, cache: Path, per
              for split in ("val", "test")}
     calibration, fusion, fusion_accuracy = refit(clips["val"], before.calibration, before.fusion, choose_fusion)
     after = before.model_copy(update={"calibration": calibration, "fusion": fusion})
-    other = "sequence" if fusion.method == "late_weighted" else "late_weighted"
     variants = {"uncalibrated": uncalibrated(before), "pseudo_pairs": before, "served": after,
-                "other_fusion": after.model_copy(update={"fusion": fusion.model_copy(update={"method": other})})}
+                "other_fusion": after.model_copy(update={"fusion": fusion.model_copy(
+                    update={"method": other_fusion(fusion.method)})})}
     test = compare(bundle, variants, clips["test"])
     for view, entry in calibration.views.items():
         scored = test["by_view"].get(view)
@@ -205,7 +210,7 @@ def calibrate_through_service(bundle_dir: Path, data_dir: Path, cache: Path, per
                "validation": compare(bundle, variants, clips["val"]), "test": test,
                "fusion_before": {"method": before.fusion.method, "w_audio": before.fusion.w_audio,
                                  "w_face": before.fusion.w_face},
-               "fusion_validation_accuracy": fusion_accuracy, "fusion_chosen": choose_fusion, "other_fusion": other,
+               "fusion_validation_accuracy": fusion_accuracy, "fusion_chosen": choose_fusion,
                "seconds": round(time.perf_counter() - t0, 1)}
     return {"calibration": calibration.model_dump(mode="json"), "fusion": fusion.model_dump(mode="json"),
             "metrics": metrics, "real_av_clips": real_clips(bundle, after, data_dir, limits)}
