@@ -37,6 +37,25 @@ def test_modality_view_removes_exactly_one_modality():
         fusion.modality_view(seq, cfg, "both")
 
 
+@pytest.mark.parametrize("stats", ["", "mean,std,p10,p50,p90"])
+def test_each_view_is_the_sequence_of_a_clip_without_the_other_modality(stats):
+    """The served experts see exactly what training's one-modality views are: the sequence
+    `build_sequence` makes when the other modality is absent. With the per-utterance block
+    (the shipped layout), the face view once kept the utterance statistics: a "face" answer
+    that heard the voice, on inputs training never showed."""
+    cfg = PipelineConfig(image_feature_dim=6, audio_code_dim=2, audio_utterance_stats=stats)
+    rng = np.random.default_rng(0)
+    k = cfg.k_summary
+    image, stats_ = rng.normal(size=(k, 6)).astype(np.float32), rng.normal(size=(k, 4)).astype(np.float32)
+    utterance = rng.normal(size=cfg.utterance_dim).astype(np.float32) if cfg.utterance_dim else None
+    detected, present, nobody = np.ones(k, bool), np.ones(k, bool), np.zeros(k, bool)
+    both = fusion.build_sequence(cfg, image, detected, stats_, present, utterance)
+    silent = fusion.build_sequence(cfg, image, detected, np.zeros_like(stats_), nobody, None)
+    no_video = fusion.build_sequence(cfg, None, nobody, stats_, present, utterance)
+    np.testing.assert_array_equal(fusion.modality_view(both, cfg, "face"), silent)
+    np.testing.assert_array_equal(fusion.modality_view(both, cfg, "audio"), no_video)
+
+
 @pytest.mark.slow
 def test_audio_visual_clip_has_both_modalities_answers(bundle):
     result = predict_file(bundle, corpus_dir("cremad_av") / "1001_DFA_HAP_XX.flv", MediaLimits())

@@ -72,7 +72,8 @@ def step_times(duration_s: float, k: int) -> np.ndarray:
 def modality_view(sequence: np.ndarray, cfg: PipelineConfig, keep: str) -> np.ndarray:
     """The same fusion sequence with one modality removed, as training shows it (modality
     dropout): `keep="audio"` zeroes the image block and clears the video/face flags,
-    `keep="face"` zeroes the audio statistics and clears the audio flag."""
+    `keep="face"` zeroes the audio statistics and the utterance block and clears the audio flag
+    (a silent clip's sequence: `build_sequence` with no audio present)."""
     lay = cfg.layout()
     out = np.array(sequence, np.float32, copy=True)
     flags = lay["flags"][0]
@@ -81,6 +82,8 @@ def modality_view(sequence: np.ndarray, cfg: PipelineConfig, keep: str) -> np.nd
         out[..., flags + 1:flags + 3] = 0.0
     elif keep == "face":
         out[..., lay["audio_mean"][0]:lay["audio_std"][1]] = 0.0
+        if "audio_utterance" in lay:
+            out[..., lay["audio_utterance"][0]:lay["audio_utterance"][1]] = 0.0
         out[..., flags] = 0.0
     else:
         raise ValueError(f"keep must be 'audio' or 'face', not {keep!r}")
