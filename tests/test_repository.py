@@ -49,8 +49,8 @@ def test_recipe_profiles_and_explicit_values():
     # A value given explicitly wins over the profile's (it used to be overwritten by it).
     opts = options_from(_parser().parse_args(["build", "--out", "x", "--profile", "quick", "--ae-epochs", "7"]))
     assert opts.recipe.ae_epochs == 7 and opts.recipe.izoa_iterations == quick.izoa_iterations
-    # A list option given alone is the empty tuple: the default profile's warm restart is dropped.
-    assert Recipe.for_profile("default").face_restarts == (20,)
+    # A list option given alone is the empty tuple: the default profile's warm restarts are dropped.
+    assert Recipe.for_profile("default").face_restarts == (20, 20)
     opts = options_from(_parser().parse_args(["build", "--out", "x", "--face-restarts"]))
     assert opts.recipe.face_restarts == ()
 

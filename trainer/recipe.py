@@ -54,10 +54,10 @@ class Recipe:
     backbone: str = tunable("face_resnet", "face backbone: face_resnet (sized for face crops) or resnet50 "
                                            "(the paper's ImageNet layout, for GPU hosts and --resnet-weights)")
     face_epochs: int = tunable(40, "epochs of the face backbone's schedule (resumable across runs)", quick=1)
-    face_restarts: tuple[int, ...] = tunable((20,), "warm restarts that extend the face backbone's schedule: "
-                                                     "epochs of each further cosine cycle, each resumed from the "
-                                                     "shorter schedule's checkpoint (FER2013 public_test 0.641 "
-                                                     "without, 0.657 with one of 20)", quick=())
+    face_restarts: tuple[int, ...] = tunable((20, 20), "warm restarts that extend the face backbone's schedule: "
+                                                         "epochs of each further cosine cycle, each resumed from the "
+                                                         "shorter schedule's checkpoint (FER2013 public_test 0.641 "
+                                                         "without, 0.657 with one of 20, 0.660 with two)", quick=())
     face_run_minutes: float = tunable(85.0, "time budget of one face-backbone training run; a longer schedule "
                                             "resumes from its checkpoint when the build is run again")
     resnet_epochs: int = tunable(30, "epochs of ResNet-50 training (--backbone resnet50; 0 keeps "
