@@ -46,12 +46,12 @@ def test_each_view_is_the_sequence_of_a_clip_without_the_other_modality(stats):
     cfg = PipelineConfig(image_feature_dim=6, audio_code_dim=2, audio_utterance_stats=stats)
     rng = np.random.default_rng(0)
     k = cfg.k_summary
-    image, stats_ = rng.normal(size=(k, 6)).astype(np.float32), rng.normal(size=(k, 4)).astype(np.float32)
+    image, windows = rng.normal(size=(k, 6)).astype(np.float32), rng.normal(size=(k, 4)).astype(np.float32)
     utterance = rng.normal(size=cfg.utterance_dim).astype(np.float32) if cfg.utterance_dim else None
     detected, present, nobody = np.ones(k, bool), np.ones(k, bool), np.zeros(k, bool)
-    both = fusion.build_sequence(cfg, image, detected, stats_, present, utterance)
-    silent = fusion.build_sequence(cfg, image, detected, np.zeros_like(stats_), nobody, None)
-    no_video = fusion.build_sequence(cfg, None, nobody, stats_, present, utterance)
+    both = fusion.build_sequence(cfg, image, detected, windows, present, utterance)
+    silent = fusion.build_sequence(cfg, image, detected, np.zeros_like(windows), nobody, None)
+    no_video = fusion.build_sequence(cfg, None, nobody, windows, present, utterance)
     np.testing.assert_array_equal(fusion.modality_view(both, cfg, "face"), silent)
     np.testing.assert_array_equal(fusion.modality_view(both, cfg, "audio"), no_video)
 

@@ -105,7 +105,7 @@ def _by_view(sess, data: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, t
             for view in VIEWS if (data["view"] == view).any()}
 
 
-def _head_view(head, data: dict[str, np.ndarray], cfg) -> tuple[np.ndarray, np.ndarray]:
+def audio_head_view(head, data: dict[str, np.ndarray], cfg) -> tuple[np.ndarray, np.ndarray]:
     """The audio head's answers on the audio-only rows of `data` (the rows the classifier's
     audio view scores, in the same order)."""
     rows = data["view"] == "audio"
@@ -157,7 +157,7 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: Aud
     head_sess = open_session(head.export.path, "audio_head") if head.export else None
     if head_sess is not None:
         exports["audio_head"] = head.export
-        head_test = _head_view(head_sess, te, cfg)
+        head_test = audio_head_view(head_sess, te, cfg)
         scored["audio_head"] = {"audio": dict(zip(("y", "p"), head_test))}
     for name in CLASSIFIERS:
         model = fit_classifier(name, pairs.data["train"], pairs.data["val"], mask, layout, len(ctx.classes),
@@ -171,7 +171,7 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: Aud
         if role == "classifier":  # the served model: experts, temperatures and fusion from validation speakers
             val_views = _by_view(sess, va, mask)
             if head_sess is not None:  # the audio expert is the head
-                val_views["audio"], test_views["audio"] = _head_view(head_sess, va, cfg), head_test
+                val_views["audio"], test_views["audio"] = audio_head_view(head_sess, va, cfg), head_test
             calibration = calibrate_views(val_views, test_views)
             references, late = late_fusion(val_views, test_views, ctx.recipe.fusion)  # audio expert x face view
             for ref, views in references.items():
