@@ -1,0 +1,76 @@
+"""Where the silent face stills lose accuracy (issue 14: stills through the service ≥ 0.68, while
+the backbone scores 0.67 on FER2013 public_test). On the same held-out stills that
+`bench/heldout_eval.py --kinds face` posts, side by side:
+
+- `native`: the face ResNet's own classifier (the shipped 80-epoch weights, flip-averaged) on
+  the FER2013 image itself, 48 px, as the corpus gives it;
+- `service crops`: the same classifier on the K summary crops the service cuts from the
+  still's silent mp4 (ffmpeg decode, BlazeFace, alignment, crop), their answers averaged;
+- `served`: what the bundle answers for that clip (the classifier on the fusion sequence, face
+  view, calibrated), as the server does.
+
+    .venv/bin/python bench/face_front_end.py          # ~5 min on 2 cores; clips from .cache/served_clips
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = "a23e6f9b1bd676ef"   # the shipped face backbone: 40 + 20 + 20 epochs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--cache", type=Path, default=REPO / ".cache" / "served_clips")
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--bundle", type=Path, default=REPO / "models" / "default")
+    args = p.parse_args()
+
+    import cv2
+
+    from service.bundle import load_bundle
+    from service.pipeline.config import MediaLimits
+    from service.pipeline.extract import clip_features, decode_clip, encode_latents, summary_indices
+    from trainer.face_backbone import COMMITTED
+    from trainer.face_training import FaceRecipe, _Checkpoint, predict_faces
+    from trainer.models.face_resnet import build_face_backbone, build_face_classifier
+    from trainer.served_clips import heldout_sources, make_face, pair_clips
+
+    bundle = load_bundle(args.bundle, ["CPUExecutionProvider"], threads=2)
+    cfg, classes = bundle.config, list(bundle.classes)
+    recipe = FaceRecipe.for_this_cpu()
+    model = build_face_classifier(build_face_backbone(recipe.image_size, recipe.widths, recipe.blocks, 0),
+                                  len(classes), recipe.dropout)
+    model.set_weights(_Checkpoint(args.cache / "none", COMMITTED / f"{WEIGHTS}.npz").load()["weights"])
+
+    def classify(faces: np.ndarray) -> np.ndarray:
+        return predict_faces(model, faces, cfg.pixel_mean, cfg.pixel_std, flip=True, batch=8).mean(0)
+
+    speech, faces, _ = heldout_sources(args.data, args.split)
+    right: dict[str, list[bool]] = {"native": [], "service crops": [], "served": []}
+    no_face = 0
+    for pair in pair_clips(speech, faces, 0, None):   # the pairing bench/heldout_eval.py uses (seed 0)
+        y = classes.index(pair.label)
+        clip = decode_clip(make_face(pair.face, args.cache), cfg, MediaLimits(), detector=bundle.face_detector)
+        if not any(c.detected for c in clip.faces.crops):
+            no_face += 1                                # the server answers 400: not counted there either
+            continue
+        native = cv2.resize(cv2.imread(str(pair.face.path), cv2.IMREAD_GRAYSCALE), (cfg.image_size,) * 2)
+        encode_latents(clip.faces, cfg, bundle)
+        crops = np.stack([clip.faces.crops[j].image for j in summary_indices(clip.faces, cfg)])
+        right["native"].append(classify(native[None]).argmax() == y)
+        right["service crops"].append(classify(crops).argmax() == y)
+        right["served"].append(bundle.answer(clip_features(clip, cfg, bundle).sequence, "face").argmax() == y)
+    n = len(right["native"])
+    print(f"{args.split} stills: {n} with a face, {no_face} without (not counted)\n")
+    print("| classifier input | accuracy |\n|---|---|")
+    for k, v in right.items():
+        print(f"| {k} | {np.mean(v):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
