@@ -35,17 +35,13 @@ def main() -> None:
     from service.bundle import load_bundle
     from service.pipeline.config import MediaLimits
     from service.pipeline.extract import clip_features, decode_clip, encode_latents, summary_indices
-    from trainer.face_backbone import COMMITTED
-    from trainer.face_training import FaceRecipe, _Checkpoint, predict_faces
-    from trainer.models.face_resnet import build_face_backbone, build_face_classifier
+    from trainer.face_backbone import COMMITTED, classifier_from_checkpoint
+    from trainer.face_training import predict_faces
     from trainer.served_clips import heldout_sources, make_face, pair_clips
 
     bundle = load_bundle(args.bundle, ["CPUExecutionProvider"], threads=2)
     cfg, classes = bundle.config, list(bundle.classes)
-    recipe = FaceRecipe.for_this_cpu()
-    model = build_face_classifier(build_face_backbone(recipe.image_size, recipe.widths, recipe.blocks, 0),
-                                  len(classes), recipe.dropout)
-    model.set_weights(_Checkpoint(args.cache / "none", COMMITTED / f"{WEIGHTS}.npz").load()["weights"])
+    model = classifier_from_checkpoint(COMMITTED / f"{WEIGHTS}.npz", len(classes))
 
     def classify(faces: np.ndarray) -> np.ndarray:
         return predict_faces(model, faces, cfg.pixel_mean, cfg.pixel_std, flip=True, batch=8).mean(0)

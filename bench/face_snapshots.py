@@ -56,9 +56,8 @@ def main() -> None:
     from service.pipeline.config import PipelineConfig
     from trainer.cache import FeatureCache
     from trainer.data import LABEL_SETS
-    from trainer.face_backbone import COMMITTED, face_samples, load_faces
-    from trainer.face_training import FaceRecipe, _Checkpoint, predict_faces
-    from trainer.models.face_resnet import build_face_backbone, build_face_classifier
+    from trainer.face_backbone import COMMITTED, classifier_from_checkpoint, face_samples, load_faces
+    from trainer.face_training import FaceRecipe, predict_faces, read_checkpoint
 
     recipe = FaceRecipe.for_this_cpu()
     cfg = PipelineConfig(image_size=recipe.image_size)
@@ -66,10 +65,8 @@ def main() -> None:
     samples, cache = face_samples(args.data), FeatureCache(args.cache / "features")
     faces = {split: load_faces(samples[split], cfg, cache, classes) for split in ("train", "val", "test")}
     bn_faces = faces["train"][0][np.random.default_rng(0).choice(len(faces["train"][1]), args.bn_faces, replace=False)]
-    weights = {k: _Checkpoint(args.cache / "none", COMMITTED / f"{v}.npz").load()["weights"]
-               for k, v in SNAPSHOTS.items()}
-    model = build_face_classifier(build_face_backbone(recipe.image_size, recipe.widths, recipe.blocks, 0),
-                                  len(classes), recipe.dropout)
+    weights = {k: read_checkpoint(COMMITTED / f"{v}.npz")["weights"] for k, v in SNAPSHOTS.items()}
+    model = classifier_from_checkpoint(COMMITTED / f"{SNAPSHOTS['80 epochs']}.npz", len(classes), recipe)
 
     def answers(w: list[np.ndarray]) -> dict[str, np.ndarray]:
         model.set_weights(w)

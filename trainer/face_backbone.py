@@ -20,7 +20,7 @@ from service.pipeline.config import PipelineConfig
 
 from .cache import FeatureCache
 from .data import LABEL_SETS, Sample, discover_corpora, load_corpus, map_label
-from .face_training import FaceRecipe, _Checkpoint, train_face_backbone
+from .face_training import FaceRecipe, _Checkpoint, read_checkpoint, train_face_backbone
 from .splits import split_of
 
 log = logging.getLogger("trainer.face")
@@ -88,6 +88,18 @@ def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cach
     return train_face_backbone(tx, ty, vx, vy, len(classes), recipe, where, pixel_mean=cfg.pixel_mean,
                                pixel_std=cfg.pixel_std, max_minutes=max_minutes,
                                seed_checkpoint=COMMITTED / f"{where.name}.npz", extends_from=extends_from)
+
+
+def classifier_from_checkpoint(file: Path, n_classes: int, recipe: FaceRecipe | None = None):
+    """The face ResNet classifier (float32) with the weights of a checkpoint file, e.g. a
+    committed one: `COMMITTED / "<key>.npz"`."""
+    from .models.face_resnet import build_face_backbone, build_face_classifier
+
+    recipe = recipe or FaceRecipe.for_this_cpu()
+    model = build_face_classifier(build_face_backbone(recipe.image_size, recipe.widths, recipe.blocks, 0),
+                                  n_classes, recipe.dropout)
+    model.set_weights(read_checkpoint(file)["weights"])
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -200,6 +200,19 @@ def _schedule(steps_per_epoch: int, recipe: FaceRecipe):
     return WarmupCosine()
 
 
+def read_checkpoint(file: Path) -> dict[str, Any]:
+    """A checkpoint file (a run's state.npz or its committed fp16 copy): weights and optimizer
+    variables as float32, the learning curve and the recipe key."""
+    def f32(a: np.ndarray) -> np.ndarray:
+        return a.astype(np.float32) if a.dtype == np.float16 else a
+
+    with np.load(file, allow_pickle=False) as z:
+        n_w, n_o = int(z["n_weights"]), int(z["n_opt"])
+        return {"weights": [f32(z[f"w{i:04d}"]) for i in range(n_w)],
+                "optimizer": [f32(z[f"o{i:04d}"]) for i in range(n_o)],
+                "curve": json.loads(str(z["curve"])), "recipe": json.loads(str(z["recipe"]))}
+
+
 class _Checkpoint:
     """weights + optimizer variables + curve, in one npz written atomically. `seed`: a portable
     (fp16) copy of a checkpoint, committed to resume a schedule on a fresh clone, used when
@@ -223,15 +236,7 @@ class _Checkpoint:
             return None
         if file == self.seed:
             log.info("face backbone: resuming from the committed checkpoint %s", file)
-
-        def f32(a: np.ndarray) -> np.ndarray:
-            return a.astype(np.float32) if a.dtype == np.float16 else a
-
-        with np.load(file, allow_pickle=False) as z:
-            n_w, n_o = int(z["n_weights"]), int(z["n_opt"])
-            return {"weights": [f32(z[f"w{i:04d}"]) for i in range(n_w)],
-                    "optimizer": [f32(z[f"o{i:04d}"]) for i in range(n_o)],
-                    "curve": json.loads(str(z["curve"])), "recipe": json.loads(str(z["recipe"]))}
+        return read_checkpoint(file)
 
     def write_portable(self, out: Path) -> Path:
         """This checkpoint with float32 arrays stored as float16 (half the bytes), for committing."""
