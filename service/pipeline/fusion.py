@@ -69,24 +69,29 @@ def step_times(duration_s: float, k: int) -> np.ndarray:
     return (np.arange(k) + 0.5) * duration_s / k
 
 
+# What each modality owns in a fusion step: its layout blocks (those the layout has) and flags.
+# Removing a modality zeroes all of them, which is exactly `build_sequence` without it.
+MODALITY_PARTS = {
+    "audio": (("audio_mean", "audio_std", "audio_utterance"), ("audio_present",)),
+    "face": (("image",), ("video_present", "face_detected")),
+}
+
+
 def modality_view(sequence: np.ndarray, cfg: PipelineConfig, keep: str) -> np.ndarray:
-    """The same fusion sequence with one modality removed, as training shows it (modality
-    dropout): `keep="audio"` zeroes the image block and clears the video/face flags,
-    `keep="face"` zeroes the audio statistics and the utterance block and clears the audio flag
-    (a silent clip's sequence: `build_sequence` with no audio present)."""
+    """The same fusion sequence with the other modality removed, as training shows it (modality
+    dropout): every block and flag that modality owns (MODALITY_PARTS) is zeroed, so
+    `keep="face"` is a silent clip's sequence and `keep="audio"` a clip without video."""
+    if keep not in MODALITY_PARTS:
+        raise ValueError(f"keep must be 'audio' or 'face', not {keep!r}")
     lay = cfg.layout()
     out = np.array(sequence, np.float32, copy=True)
-    flags = lay["flags"][0]
-    if keep == "audio":
-        out[..., lay["image"][0]:lay["image"][1]] = 0.0
-        out[..., flags + 1:flags + 3] = 0.0
-    elif keep == "face":
-        out[..., lay["audio_mean"][0]:lay["audio_std"][1]] = 0.0
-        if "audio_utterance" in lay:
-            out[..., lay["audio_utterance"][0]:lay["audio_utterance"][1]] = 0.0
-        out[..., flags] = 0.0
-    else:
-        raise ValueError(f"keep must be 'audio' or 'face', not {keep!r}")
+    (removed,) = set(MODALITY_PARTS) - {keep}
+    blocks, flags = MODALITY_PARTS[removed]
+    for name in blocks:
+        if name in lay:
+            out[..., lay[name][0]:lay[name][1]] = 0.0
+    for flag in flags:
+        out[..., lay["flags"][0] + FLAG_NAMES.index(flag)] = 0.0
     return out
 
 
