@@ -17,7 +17,7 @@ import argparse
 import json
 import statistics
 import tempfile
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,10 @@ def main() -> None:
     head = open_session(load_output(args.build_cache / "audio_head", staging).export.path, "audio_head")
     manifest = json.loads((args.bundle / "manifest.json").read_text())
     cfg = PipelineConfig.from_dict(manifest["preprocessing"])
-    recipe = Recipe.for_profile(manifest["provenance"].get("profile") or "default")
+    # The recipe the bundle was built with, as its manifest records it.
+    used = manifest["provenance"]["options"]
+    recorded = {f.name: used[f.name] for f in fields(Recipe) if f.name in used}
+    recipe = Recipe.for_profile(used["profile"], **{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items()})
     train, val, test = pairs.data["train"], speaker_disjoint(pairs.data["val"]), pairs.data["test"]
     test = {k: v[np.char.startswith(test["group"].astype(str), "ravdess")] for k, v in test.items()}
 

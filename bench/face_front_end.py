@@ -3,7 +3,7 @@ the backbone scores 0.67 on FER2013 public_test). On the same held-out stills th
 `bench/heldout_eval.py --kinds face` posts, side by side:
 
 - `native`: the face ResNet's own classifier (the shipped 80-epoch weights, flip-averaged) on
-  the FER2013 image itself, 48 px, as the corpus gives it;
+  the FER2013 image itself, through the corpus-face path training uses (`corpus_face`);
 - `service crops`: the same classifier on the K summary crops the service cuts from the
   still's silent mp4 (ffmpeg decode, BlazeFace, alignment, crop), their answers averaged;
 - `served`: what the bundle answers for that clip (the classifier on the fusion sequence, face
@@ -34,7 +34,8 @@ def main() -> None:
 
     from service.bundle import load_bundle
     from service.pipeline.config import MediaLimits
-    from service.pipeline.extract import clip_features, decode_clip, encode_latents, summary_indices
+    from service.pipeline.extract import clip_features, decode_clip
+    from service.pipeline.visual import corpus_face
     from trainer.face_backbone import COMMITTED, classifier_from_checkpoint
     from trainer.face_training import predict_faces
     from trainer.served_clips import heldout_sources, make_face, pair_clips
@@ -55,12 +56,14 @@ def main() -> None:
         if not any(c.detected for c in clip.faces.crops):
             no_face += 1                                # the server answers 400: not counted there either
             continue
-        native = cv2.resize(cv2.imread(str(pair.face.path), cv2.IMREAD_GRAYSCALE), (cfg.image_size,) * 2)
-        encode_latents(clip.faces, cfg, bundle)
-        crops = np.stack([clip.faces.crops[j].image for j in summary_indices(clip.faces, cfg)])
+        native = corpus_face(cv2.imread(str(pair.face.path), cv2.IMREAD_GRAYSCALE), cfg).image
+        feats = clip_features(clip, cfg, bundle)
+        # The summary frames the service chose (by their times: a still's frames may repeat).
+        chosen = np.searchsorted(clip.faces.times, feats.summary_times)
+        crops = np.stack([clip.faces.crops[j].image for j in chosen])
         right["native"].append(classify(native[None]).argmax() == y)
         right["service crops"].append(classify(crops).argmax() == y)
-        right["served"].append(bundle.answer(clip_features(clip, cfg, bundle).sequence, "face").argmax() == y)
+        right["served"].append(bundle.answer(feats.sequence, "face").argmax() == y)
     n = len(right["native"])
     print(f"{args.split} stills: {n} with a face, {no_face} without (not counted)\n")
     print("| classifier input | accuracy |\n|---|---|")
