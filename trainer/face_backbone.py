@@ -24,7 +24,7 @@ from .face_training import FaceRecipe, _Checkpoint, read_checkpoint, train_face_
 from .splits import split_of
 
 log = logging.getLogger("trainer.face")
-FACE_CORPORA = ("fer2013", "ckplus")
+FACE_CORPORA = ("fer2013", "ckplus", "rafdb")
 # Portable (fp16) checkpoints committed to resume a long schedule on a fresh clone, by key.
 COMMITTED = Path(__file__).resolve().parents[1] / "checkpoints" / "face_backbone"
 
@@ -87,7 +87,8 @@ def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cach
         extends_from, shorter = (found if found.exists() else None), shorter.extends()
     return train_face_backbone(tx, ty, vx, vy, len(classes), recipe, where, pixel_mean=cfg.pixel_mean,
                                pixel_std=cfg.pixel_std, max_minutes=max_minutes,
-                               seed_checkpoint=COMMITTED / f"{where.name}.npz", extends_from=extends_from)
+                               seed_checkpoint=COMMITTED / f"{where.name}.npz", extends_from=extends_from,
+                               init_weights=COMMITTED / f"{recipe.init_from}.npz" if recipe.init_from else None)
 
 
 def classifier_from_checkpoint(file: Path, n_classes: int, recipe: FaceRecipe | None = None):
@@ -112,15 +113,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--restarts", type=int, nargs="*", default=[],
                    help="warm restarts after the schedule: epochs of each further cosine cycle")
     p.add_argument("--restart-lr", type=float, default=FaceRecipe.restart_lr)
+    p.add_argument("--peak-lr", type=float, default=FaceRecipe.peak_lr)
+    p.add_argument("--warmup-epochs", type=int, default=FaceRecipe.warmup_epochs)
+    p.add_argument("--init-from", default="", help="fine-tune from this committed checkpoint (its key)")
+    p.add_argument("--lowres-prob", type=float, default=FaceRecipe.lowres_prob)
+    p.add_argument("--corpora", nargs="+", default=list(FACE_CORPORA))
     p.add_argument("--minutes", type=float, default=85.0, help="this run's time budget")
     p.add_argument("--commit-checkpoint", action="store_true",
                    help="write the current checkpoint, fp16, under checkpoints/face_backbone/ (to commit) and exit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    recipe = FaceRecipe.for_this_cpu(epochs=args.epochs, restarts=tuple(args.restarts), restart_lr=args.restart_lr)
+    recipe = FaceRecipe.for_this_cpu(epochs=args.epochs, restarts=tuple(args.restarts), restart_lr=args.restart_lr,
+                                     peak_lr=args.peak_lr, warmup_epochs=args.warmup_epochs,
+                                     init_from=args.init_from, lowres_prob=args.lowres_prob)
     cfg = PipelineConfig(image_size=recipe.image_size)
     classes = list(LABEL_SETS["basic7"])
-    samples = face_samples(args.data)
+    samples = face_samples(args.data, args.corpora)
     if args.commit_checkpoint:
         where = checkpoint_dir(args.cache, recipe, classes, ordered_faces(samples["train"]),
                                ordered_faces(samples["val"]))

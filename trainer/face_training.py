@@ -14,7 +14,9 @@ the weights, the optimizer state and the learning curve go to `checkpoint_dir`; 
 reaches its budget stops at the epoch boundary (`TrainingPaused`), and the next run with the
 same recipe resumes exactly there (the schedule is a function of the global step). A finished
 schedule is extended by warm restarts (`restarts`: further cosine cycles from `restart_lr`,
-SGDR): such a recipe starts from the checkpoint of the schedule it extends.
+SGDR): such a recipe starts from the checkpoint of the schedule it extends. A recipe with
+`init_from` is a fine-tuning schedule: it starts from the weights of that (committed)
+checkpoint with a fresh optimizer, e.g. to add a corpus to what a finished schedule learnt.
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ log = logging.getLogger("trainer.face")
 
 
 EXECUTION_ONLY = ("mixed_bfloat16", "xla")
+# Fields added after schedules were keyed: left out of the key at these values, so a
+# committed checkpoint keeps its key.
+LATER_FIELDS = {"init_from": "", "lowres_prob": 0.0}
 
 
 class TrainingPaused(RuntimeError):
@@ -61,13 +66,16 @@ class FaceRecipe:
     seed: int = 0
     restarts: tuple[int, ...] = ()       # warm restarts: epochs of each further cosine cycle
     restart_lr: float = 0.01             # ... each from this rate down to 0
+    init_from: str = ""                  # fine-tuning: the checkpoint (committed key) whose weights start it
+    lowres_prob: float = 0.0             # per face: shrunk to 35-100 % of its side and back (small, blurred video faces)
 
     def key(self) -> dict[str, Any]:
         """What the schedule computes: a checkpoint resumes under this key whatever the CPU
         (bf16 and XLA are how a step runs here, not what it computes). Without restarts the
         restart fields are left out, so schedules keyed before they existed keep their key."""
         skip = EXECUTION_ONLY + (() if self.restarts else ("restarts", "restart_lr"))
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        return {k: v for k, v in asdict(self).items()
+                if k not in skip and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
     @property
     def total_epochs(self) -> int:
@@ -125,6 +133,20 @@ def _random_erase(x, prob: float):
     return tf.where(box[..., None], noise, x)
 
 
+def _low_resolution(x, prob: float):
+    """Per image, with probability `prob`, the face shrunk to 35-100 % of its side (area filter)
+    and brought back (bilinear): the detail a small or blurred face in a video frame has.
+    x: float32 [B, s, s, 1]."""
+    import tensorflow as tf
+
+    s = x.shape[1]
+    scale = tf.random.uniform([], 0.35, 1.0)
+    small = tf.maximum(8, tf.cast(tf.round(scale * s), tf.int32))
+    soft = tf.image.resize(tf.image.resize(x, [small, small], method="area"), [s, s], method="bilinear")
+    on = tf.random.uniform([tf.shape(x)[0], 1, 1, 1]) < prob
+    return tf.where(on, soft, x)
+
+
 def _normalise(x, pixel_mean: float, pixel_std: float):
     """Exactly `service.pipeline.visual.resnet_input`: (p - mean) / std, grey to 3 channels."""
     import tensorflow as tf
@@ -145,6 +167,8 @@ def _datasets(train_x: np.ndarray, train_y: np.ndarray, recipe: FaceRecipe, pixe
         hi = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], -25.0, 25.0)     # brightness
         mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
         x = tf.clip_by_value((x - mean) * lo + mean + hi, 0.0, 255.0)
+        if recipe.lowres_prob > 0:
+            x = _low_resolution(x, recipe.lowres_prob)
         x = _random_erase(x, recipe.erase_prob)
         return _normalise(x, pixel_mean, pixel_std), y
 
@@ -281,13 +305,14 @@ def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndar
                         n_classes: int, recipe: FaceRecipe, checkpoint_dir: Path, *,
                         pixel_mean: float = 127.5, pixel_std: float = 127.5,
                         max_minutes: float | None = None, seed_checkpoint: Path | None = None,
-                        extends_from: "_Checkpoint | None" = None):
+                        extends_from: "_Checkpoint | None" = None, init_weights: Path | None = None):
     """Train (or resume) the face ResNet; returns (classifier, backbone, curve), both models
     in float32 (the weights of a mixed-precision run copied into a float32 build, which is
     what gets exported). Raises TrainingPaused when `max_minutes` ends the run early.
     `extends_from`: the checkpoint of a schedule that a recipe with warm restarts continues
     (the same schedule up to that one's end), used when `checkpoint_dir` (and
-    `seed_checkpoint`) hold nothing yet."""
+    `seed_checkpoint`) hold nothing yet. `init_weights`: the checkpoint file a fine-tuning
+    recipe (`init_from`) starts from, weights only."""
     import keras
 
     from .models.face_resnet import build_face_backbone, build_face_classifier
@@ -313,6 +338,11 @@ def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndar
         # The schedule this one continues: identical up to its end, so wherever it stopped.
         state = extends_from.load()
     curve: list[dict] = []
+    if state is None and recipe.init_from:
+        if init_weights is None or not Path(init_weights).is_file():
+            raise FileNotFoundError(f"fine-tuning starts from checkpoint {recipe.init_from!r}: {init_weights} not found")
+        model.set_weights(read_checkpoint(init_weights)["weights"])
+        log.info("face backbone: fine-tuning from the weights of %s", init_weights)
     if state is not None:
         stored = {k: v for k, v in state["recipe"].items() if k not in EXECUTION_ONLY}
         ancestors, r = [], recipe

@@ -15,16 +15,35 @@ from service.pipeline.extract import Encoders, extract_file
 from .data import Sample
 from .progress import progress
 
-def face_crop(sample: Sample, cfg: PipelineConfig) -> visual.FaceCrop:
+# Face corpora whose images are framed as the serving crop frames a face (measured by
+# `python -m trainer.detector framing`): they enter the pipeline at the crop stage. Other
+# face photos (RAF-DB) are detected and aligned as a video face is.
+FRAMED_AS_SERVED = frozenset({"fer2013", "ckplus"})
+
+
+def face_crop(sample: Sample, cfg: PipelineConfig, detector=None) -> visual.FaceCrop:
     image = cv2.imread(str(sample.path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise ValueError(f"unreadable image {sample.path}")
-    return visual.corpus_face(image, cfg)
+    if sample.corpus not in FRAMED_AS_SERVED:
+        if detector is None:
+            from .detector import default_detector
+
+            detector = default_detector()
+        found = visual.photo_face(image, detector, cfg)
+        if found is not None:
+            return found
+    return visual.corpus_face(image, cfg)  # framed as served, or no face found: the photo as it is
 
 
 def face_crops(samples: Sequence[Sample], cfg: PipelineConfig) -> np.ndarray:
-    """uint8 [n, s, s] crops of face-corpus images, entering the pipeline at the crop stage."""
-    return np.stack([face_crop(s, cfg).image for s in progress(samples, "faces: load + crop")])
+    """uint8 [n, s, s] crops of face-corpus images framed as the serving path frames a face."""
+    detector = None
+    if any(s.corpus not in FRAMED_AS_SERVED for s in samples):
+        from .detector import default_detector
+
+        detector = default_detector()
+    return np.stack([face_crop(s, cfg, detector).image for s in progress(samples, "faces: load + crop")])
 
 
 def batched(items: np.ndarray, size: int) -> Iterable[np.ndarray]:

@@ -42,4 +42,6 @@ def split_of(s: Sample) -> str:
         if s.split != "train":
             return "test"
         return "val" if _bucket(str(s.path.name)) < 10 else "train"
+    if s.corpus == "rafdb":  # RAF-DB's own test split; 10 % + 10 % of its train carved for val / test
+        return "test" if s.split == "test" else _by_bucket(s.speaker, test_pct=10, val_pct=10)
     return _by_bucket(s.speaker)  # CK+ and anything else: by subject

@@ -127,6 +127,29 @@ def corpus_face(image: np.ndarray, cfg: PipelineConfig) -> FaceCrop:
     return FaceCrop(resize(image[y0:y0 + side, x0:x0 + side], cfg.image_size))
 
 
+def photo_face(image: np.ndarray, detector: BlazeFace, cfg: PipelineConfig, upscale: int = 2,
+               canvas: tuple[int, int] = (480, 360)) -> FaceCrop | None:
+    """A face photo framed unlike FER2013 (e.g. RAF-DB's tight alignment, 1.12 face sizes a
+    side against FER2013's 1.33) framed as the serving path frames a video face: the photo,
+    upscaled, is placed in a grey canvas the size of a decoded frame (the detector needs
+    context around a face), detected, and aligned on the photo itself (edges replicated where
+    the framing reaches past it). None when no face is found."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    h, w = image.shape
+    k = min(upscale, canvas[0] / w, canvas[1] / h)
+    big = cv2.resize(image, (int(w * k), int(h * k)), interpolation=cv2.INTER_CUBIC)
+    frame = np.full((canvas[1], canvas[0]), 128, np.uint8)
+    y0, x0 = (canvas[1] - big.shape[0]) // 2, (canvas[0] - big.shape[1]) // 2
+    frame[y0:y0 + big.shape[0], x0:x0 + big.shape[1]] = big
+    faces = find_faces(frame, detector, cfg)
+    if not faces:
+        return None
+    f = faces[0]
+    face = Face((f.box - [x0, y0, x0, y0]) / k, (f.keypoints - [x0, y0]) / k, f.score)
+    return FaceCrop(align_face(image, face, cfg), score=f.score)
+
+
 def thumbnails(crops: list[FaceCrop] | np.ndarray, cfg: PipelineConfig) -> np.ndarray:
     """Frame-autoencoder input: flattened grey thumbnails in [0, 1], float32 [n, size²]."""
     images = [c.image if isinstance(c, FaceCrop) else c for c in crops]

@@ -1,7 +1,7 @@
 """Corpus loaders (design §3): every corpus becomes a list of `Sample`s labelled in basic7."""
 from .cremad import load_cremad
 from .discover import LOADERS, discover_corpora, load_corpus
-from .images import load_ckplus, load_fer2013
+from .images import load_ckplus, load_fer2013, load_rafdb
 from .labels import BASIC7, LABEL_SETS, PAPER3, label_from_word, map_label
 from .ravdess import load_ravdess
 from .sample import Sample, filter_label_set
@@ -10,6 +10,6 @@ from .tess import load_tess
 
 __all__ = [
     "BASIC7", "PAPER3", "LABEL_SETS", "map_label", "label_from_word", "Sample", "filter_label_set",
-    "load_ravdess", "load_tess", "load_cremad", "load_savee", "load_fer2013", "load_ckplus",
+    "load_ravdess", "load_tess", "load_cremad", "load_savee", "load_fer2013", "load_ckplus", "load_rafdb",
     "LOADERS", "discover_corpora", "load_corpus",
 ]

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Callable
 
 from . import cremad, ravdess, savee, tess
-from .images import CKPLUS_RE, fer_split, load_ckplus, load_fer2013
+from .images import CKPLUS_RE, RAFDB_RE, fer_split, load_ckplus, load_fer2013, load_rafdb
 from .labels import label_from_word
 from .sample import Sample
 
 LOADERS: dict[str, Callable[[Path], list[Sample]]] = {
     "ravdess": ravdess.load_ravdess, "tess": tess.load_tess, "cremad": cremad.load_cremad,
-    "savee": savee.load_savee, "fer2013": load_fer2013, "ckplus": load_ckplus,
+    "savee": savee.load_savee, "fer2013": load_fer2013, "ckplus": load_ckplus, "rafdb": load_rafdb,
 }
 
 # Folder names (lower-case) of a corpus root: ours (../shared/data) and the published ones.
@@ -25,6 +25,7 @@ _NAMES = {
     "savee": r"savee|audiodata",
     "fer2013": r"fer-?_?2013",
     "ckplus": r"ck(\+|plus)(48)?",
+    "rafdb": r"raf-?_?db.*",
 }
 _MAX_DEPTH = 3  # data_root, its children, ... down to great-grandchildren
 
@@ -63,7 +64,11 @@ def _layout(d: Path) -> set[str]:
     if _any(d, savee.FLAT_RE) or any(
             s.name.upper() in savee.SPEAKERS and _any(s, savee.NESTED_RE) for s in subs):
         found.add("savee")
-    if any(fer_split(s.name) and any(label_from_word(e.name) for e in _subdirs(s)) for s in subs):
+    emotion_dirs = [e for s in subs if fer_split(s.name) for e in _subdirs(s) if label_from_word(e.name)]
+    # RAF-DB's folder release has FER2013's layout: its file names tell them apart.
+    if any(_any(e, RAFDB_RE) for e in emotion_dirs) or (names & {"emolabel"} and names & {"image"}):
+        found.add("rafdb")
+    elif emotion_dirs:
         found.add("fer2013")
     if any(label_from_word(s.name) and _any(s, CKPLUS_RE) for s in subs):
         found.add("ckplus")
