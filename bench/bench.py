@@ -28,11 +28,10 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-import psutil
-
 import clips as clipmod
+import httpx
 import peer
+import psutil
 from server import REPO, RssMonitor, Service, tree_cpu_seconds, wait_no_children
 from startup import measure_startup
 

@@ -7,7 +7,7 @@ pairs, the feature mask and the audio head), so run a build first. Per seed, eac
 is trained as the `classifiers` stage trains it (trainer.stages.classifiers.fit_classifier)
 and scored on the RAVDESS test pseudo-pairs (held-out actors, one face per clip); the late
 references pool the audio head with that seed's Bi-LSTM-SA face view, the weights fitted on
-validation speakers (trainer.late_fusion.fit_weights).
+validation speakers (trainer.fusion.late.fit_weights).
 
     .venv/bin/python bench/classifier_seeds.py --seeds 1 2 3 4      # ~5 min per seed on 2 cores
 """
@@ -35,10 +35,10 @@ def main() -> None:
     import trainer.stages.audio_head  # noqa: F401  (registers the stage outputs load_output reads)
     import trainer.stages.fusion  # noqa: F401
     import trainer.stages.selection  # noqa: F401
-    from service.bundle import open_session
-    from service.calibration import log_linear_pool
+    from service.model.bundle import open_session
+    from service.model.calibration import log_linear_pool
     from service.pipeline.config import PipelineConfig
-    from trainer.late_fusion import fit_weights
+    from trainer.fusion.late import fit_weights
     from trainer.recipe import Recipe
     from trainer.stages import load_output
     from trainer.stages.classifiers import CLASSIFIERS, audio_head_view, fit_classifier, speaker_disjoint

@@ -51,7 +51,7 @@ def make_folder(root: Path, n: int, valid: list[Path], broken: list[Path]) -> Pa
 
 
 def run(folder: Path, out: Path, args) -> dict:
-    cmd = [sys.executable, "-m", "service.cli", "predict", str(folder), "--out", str(out), "--quiet",
+    cmd = [sys.executable, "-m", "service.run.cli", "predict", str(folder), "--out", str(out), "--quiet",
            "--workers", str(args.workers)]
     if args.model_dir:
         cmd += ["--model-dir", args.model_dir]
@@ -91,7 +91,7 @@ def main() -> None:
             print(f"N={n}: {r}", file=sys.stderr, flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"workers": args.workers, "results": results}, indent=2))
-    print(f"| files (half broken) | answered | wall s | CPU s | peak RSS (MB) |\n|---|---|---|---|---|")
+    print("| files (half broken) | answered | wall s | CPU s | peak RSS (MB) |\n|---|---|---|---|---|")
     for r in results:
         print(f"| {r['n']} | {r['ok']} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['peak_rss_mb']:.0f} |")
 

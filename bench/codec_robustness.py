@@ -22,12 +22,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from service.bundle import open_session, read_manifest  # noqa: E402
+from service.model.bundle import open_session, read_manifest  # noqa: E402
 from service.pipeline.config import PipelineConfig  # noqa: E402
-from trainer.audio_features import frame_features, utterance_vector  # noqa: E402
 from trainer.cache import FeatureCache  # noqa: E402
 from trainer.data import BASIC7, load_ravdess  # noqa: E402
-from trainer.splits import RAVDESS_VAL  # noqa: E402
+from trainer.data.splits import RAVDESS_VAL  # noqa: E402
+from trainer.voice.features import frame_features, utterance_vector  # noqa: E402
 
 FORMATS = {  # name: (suffix, ffmpeg arguments)
     "mp3 192k": (".mp3", ["-c:a", "libmp3lame", "-b:a", "192k"]),

@@ -36,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service.bundle import FACE_DETECTOR, open_session, read_manifest  # noqa: E402
+from service.model.bundle import FACE_DETECTOR, open_session, read_manifest  # noqa: E402
 from service.pipeline import media, visual  # noqa: E402
 from service.pipeline.config import MediaLimits, PipelineConfig  # noqa: E402
 from service.pipeline.face_detector import BlazeFace  # noqa: E402

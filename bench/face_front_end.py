@@ -32,13 +32,13 @@ def main() -> None:
 
     import cv2
 
-    from service.bundle import load_bundle
+    from service.model.bundle import load_bundle
     from service.pipeline.config import MediaLimits
     from service.pipeline.extract import clip_features, decode_clip
     from service.pipeline.visual import corpus_face
-    from trainer.face_backbone import COMMITTED, classifier_from_checkpoint
-    from trainer.face_training import predict_faces
-    from trainer.served_clips import heldout_sources, make_face, pair_clips
+    from trainer.face.backbone import COMMITTED, classifier_from_checkpoint
+    from trainer.face.training import predict_faces
+    from trainer.fusion.served_clips import heldout_sources, make_face, pair_clips
 
     bundle = load_bundle(args.bundle, ["CPUExecutionProvider"], threads=2)
     cfg, classes = bundle.config, list(bundle.classes)

@@ -56,8 +56,8 @@ def main() -> None:
     from service.pipeline.config import PipelineConfig
     from trainer.cache import FeatureCache
     from trainer.data import LABEL_SETS
-    from trainer.face_backbone import COMMITTED, classifier_from_checkpoint, face_samples, load_faces
-    from trainer.face_training import FaceRecipe, predict_faces, read_checkpoint
+    from trainer.face.backbone import COMMITTED, classifier_from_checkpoint, face_samples, load_faces
+    from trainer.face.training import FaceRecipe, predict_faces, read_checkpoint
 
     recipe = FaceRecipe.for_this_cpu()
     cfg = PipelineConfig(image_size=recipe.image_size)

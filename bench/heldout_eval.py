@@ -1,7 +1,7 @@
 """End-to-end accuracy on held-out data, through a real server (issues 14, 15, 17; bench/README.md).
 
-Clips are built with ffmpeg from a held-out split of the project (trainer.splits.split_of) and
-posted to `python -m service` (service/harness.py), as a client would send them:
+Clips are built with ffmpeg from a held-out split of the project (trainer.data.splits.split_of) and
+posted to `python -m service` (service/run/harness.py), as a client would send them:
 
 - `av`: a RAVDESS speech clip muxed with ONE FER2013 face still of the same emotion (upscaled
   to 240 px, centred in a 640x480 grey frame, for the speech's duration), H.264 + AAC mp4;
@@ -35,18 +35,35 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from service.calibration import expected_calibration_error  # noqa: E402  (numpy only)
-from service.harness import ServiceProcess  # noqa: E402  (standard library only)
-from trainer.calibrate import ece_floor  # noqa: E402  (no TensorFlow)
+from service.model.calibration import expected_calibration_error  # noqa: E402  (numpy only)
+from service.run.harness import ServiceProcess  # noqa: E402  (standard library only)
 from trainer.data import BASIC7, map_label  # noqa: E402  (no TensorFlow)
 from trainer.data.cremad import EMOTIONS as CREMAD_EMOTIONS  # noqa: E402
-from trainer.data.ravdess import EMOTIONS as RAVDESS_EMOTIONS, FILE_RE as RAVDESS_RE  # noqa: E402
-from trainer.served_clips import (  # noqa: E402, F401  (no TensorFlow; Item is for callers)
-    AAC, BACKGROUND, FACE_ONLY_S, FACE_PX, FPS, FRAME_H, FRAME_W, RECIPE, SPLITS, X264, Item, Pair, heldout_sources,
-    make_audio, make_av, make_face, pair_clips)
+from trainer.data.ravdess import EMOTIONS as RAVDESS_EMOTIONS  # noqa: E402
+from trainer.data.ravdess import FILE_RE as RAVDESS_RE
+from trainer.fusion.calibrate import ece_floor  # noqa: E402  (no TensorFlow)
+from trainer.fusion.served_clips import (  # noqa: E402, F401  (no TensorFlow; Item is for callers)
+    AAC,
+    BACKGROUND,
+    FACE_ONLY_S,
+    FACE_PX,
+    FPS,
+    FRAME_H,
+    FRAME_W,
+    RECIPE,
+    SPLITS,
+    X264,
+    Item,
+    Pair,
+    heldout_sources,
+    make_audio,
+    make_av,
+    make_face,
+    pair_clips,
+)
 
 DEFAULT_DATA = Path(os.environ.get("EMOTION_DATA_DIR", REPO.parent / "shared" / "data"))
-DEFAULT_CACHE = REPO / ".cache" / "served_clips"  # shared with trainer.served_calibration
+DEFAULT_CACHE = REPO / ".cache" / "served_clips"  # shared with trainer.fusion.served_calibration
 KINDS = ("av", "face", "audio", "cremad")
 ECE_BINS = 15
 CONFIDENT = 0.9

@@ -13,12 +13,13 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from service.harness import ServiceProcess  # noqa: E402
+from service.run.harness import ServiceProcess  # noqa: E402
+
 MB = 1024 * 1024
 
 
 class Service(ServiceProcess):
-    """The harness's `python -m service` (service/harness.py), with psutil's view of it."""
+    """The harness's `python -m service` (service/run/harness.py), with psutil's view of it."""
 
     def __init__(self, model_dir: Path | None, env: dict[str, str] | None = None, python: str = sys.executable,
                  cwd: Path = REPO):

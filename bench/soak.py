@@ -31,7 +31,6 @@ import re
 import select
 import shutil
 import socket
-import statistics
 import sys
 import tempfile
 import threading

@@ -28,7 +28,6 @@ from pathlib import Path
 
 from server import REPO, Service
 
-
 KINDS = ("fresh install", "cold", "warm")
 
 

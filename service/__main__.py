@@ -7,7 +7,7 @@ cannot be loaded stops the process with exit status 1.
 
 `--check` loads, verifies and warms up the bundle as the server would, prints the /readyz and
 /v1/models answers as JSON and exits (0: the service would turn ready); the images run it
-at build time (see service/deploy.py).
+at build time (see service/run/deploy.py).
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ import sys
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-from .deploy import seed_numba_cache  # noqa: E402  (after the thread settings)
-from .observability import configure_logging  # noqa: E402
-from .settings import Settings, missing_bundle_message  # noqa: E402
+from service.http.observability import configure_logging  # noqa: E402
+from service.run.deploy import seed_numba_cache  # noqa: E402  (after the thread settings)
+from service.settings import Settings, missing_bundle_message  # noqa: E402
 
 log = logging.getLogger("service")
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     seed_numba_cache(settings.numba_cache_seed)
     if check_only:
-        from .deploy import check
+        from service.run.deploy import check
 
         result = check(settings)
         print(json.dumps(result), flush=True)  # one line, after the start-up's log lines
@@ -81,8 +81,8 @@ def serve(settings: Settings) -> int:
 
     limit_malloc_arenas()
 
-    from .app import create_app
-    from .protocol import JsonErrorH11Protocol
+    from service.http.app import create_app
+    from service.http.protocol import JsonErrorH11Protocol
 
     class ListenFirst(uvicorn.Server):
         """Starts loading the bundle only once the socket listens: the loader's imports hold the

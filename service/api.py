@@ -6,7 +6,7 @@
     result = predictor.predict(data, filename="clip.webm")   # bytes or a binary file object
     for outcome in predictor.predict_many(paths, workers=2): print(outcome.path, outcome.record())
 
-One code path with the HTTP service: both call `service.predictor.predict_file` with the
+One code path with the HTTP service: both call `service.model.predictor.predict_file` with the
 same settings (`EMOTION_*`, see `service.settings.Settings`), so a file gets the same
 answer here as from `POST /predict` on a service with the same settings. The checks that
 the HTTP layer makes on an upload and that apply to a file (empty, over the size limit)
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
-from .bundle import SERVING_ROLES, Bundle, available_cpus, load_bundle
-from .pipeline.budget import Budget
-from .pipeline.errors import MediaError
-from .predictor import predict_file
-from .settings import Settings
+from service.model.bundle import SERVING_ROLES, Bundle, available_cpus, load_bundle
+from service.model.predictor import predict_file
+from service.pipeline.budget import Budget
+from service.pipeline.errors import MediaError
+from service.settings import Settings
 
 __all__ = ["Predictor", "Outcome", "MediaError", "error_of"]
 
@@ -36,7 +36,7 @@ _COPY_BLOCK = 1 << 20
 
 
 def _too_large(limit: int) -> MediaError:
-    # The code and message of the HTTP service's 413 (service/upload.py).
+    # The code and message of the HTTP service's 413 (service/http/upload.py).
     return MediaError("upload_too_large", f"the upload exceeds the limit of {limit / 2**20:.0f} MiB", status=413)
 
 

@@ -3,6 +3,7 @@ variables (design §5). README "Settings" lists the same variables with the same
 (tests/test_contract.py compares them)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,23 +11,34 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .pipeline.config import MediaLimits
+from service.pipeline.config import MediaLimits
 
 # ONNX Runtime providers in order of preference: the one place this list is written.
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
 # The shipped bundle, relative to the working directory (the repository root, or /app in
-# the images); a source checkout also finds it beside the package.
+# the images); a source checkout also finds it beside the package, and a wheel carries it as
+# the package `emotion_av_models` (setup.py).
 DEFAULT_MODEL_DIR = Path("models") / "default"
 _CHECKOUT_MODEL_DIR = Path(__file__).resolve().parents[1] / DEFAULT_MODEL_DIR
+BUNDLE_PACKAGE = "emotion_av_models"
 _LIMITS = MediaLimits()  # media-limit defaults are defined once, in the pipeline
+
+
+def installed_model_dir() -> Path | None:
+    """The bundle a wheel installed (`emotion_av_models/default`), if any."""
+    spec = importlib.util.find_spec(BUNDLE_PACKAGE)
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(root) / "default" / "manifest.json").is_file():
+            return Path(root) / "default"
+    return None
 
 
 def default_model_dir() -> Path:
     """`models/default` under the working directory, else beside a source checkout (an
-    editable install run from elsewhere), else the relative path: loading then fails with a
-    message naming EMOTION_MODEL_DIR (`missing_bundle_message`)."""
-    for candidate in (Path.cwd() / DEFAULT_MODEL_DIR, _CHECKOUT_MODEL_DIR):
-        if (candidate / "manifest.json").is_file():
+    editable install run from elsewhere), else the one a wheel installed, else the relative
+    path: loading then fails with a message naming EMOTION_MODEL_DIR (`missing_bundle_message`)."""
+    for candidate in (Path.cwd() / DEFAULT_MODEL_DIR, _CHECKOUT_MODEL_DIR, installed_model_dir()):
+        if candidate is not None and (candidate / "manifest.json").is_file():
             return candidate
     return DEFAULT_MODEL_DIR
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.harness import REPO_ROOT, ServiceProcess, free_port  # noqa: F401  (tests import them from here)
+from service.run.harness import REPO_ROOT, ServiceProcess, free_port  # noqa: F401  (tests import them from here)
 
 DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
 
@@ -75,19 +75,19 @@ def face_detector_onnx(tmp_path_factory) -> Path:
     for bundle in (os.environ.get("EMOTION_TEST_BUNDLE"), REPO_ROOT / "models" / "default"):
         if bundle and (Path(bundle) / "face_detector.onnx").is_file():
             return Path(bundle) / "face_detector.onnx"
-    from trainer.detector import DEFAULT_CACHE, export_face_detector
+    from trainer.face.detector import DEFAULT_CACHE, export_face_detector
     return export_face_detector(tmp_path_factory.mktemp("detector"), cache_dir=DEFAULT_CACHE).path
 
 
 @pytest.fixture(scope="session")
 def detector(face_detector_onnx):
-    from service.bundle import open_session
+    from service.model.bundle import open_session
     from service.pipeline.face_detector import BlazeFace
     return BlazeFace(open_session(face_detector_onnx, "face_detector", ["CPUExecutionProvider"], 1).session)
 
 
 class Server(ServiceProcess):
-    """`python -m service` in a child process (service/harness.py) with its own spool
+    """`python -m service` in a child process (service/run/harness.py) with its own spool
     directory (`tmp`), so tests can check that nothing is left in it."""
 
     def __init__(self, model_dir: Path, env: dict[str, str] | None = None, wrap: list[str] | None = None):

@@ -18,9 +18,9 @@ DEFAULT_BUNDLE = REPO_ROOT / "models" / "default"
 
 
 def compute(bundle_dir: Path, clips_dir: Path) -> dict:
-    from service.bundle import load_bundle
+    from service.model.bundle import load_bundle
+    from service.model.predictor import predict_file
     from service.pipeline.config import MediaLimits
-    from service.predictor import predict_file
 
     bundle = load_bundle(bundle_dir, providers=["CPUExecutionProvider"], threads=1)
     out = {"manifest_sha256": bundle.manifest_sha256, "clips": {}}

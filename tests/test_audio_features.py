@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT
+
 from service.pipeline import audio
 from service.pipeline.config import PipelineConfig
 
@@ -97,7 +97,7 @@ def test_stft_power_equals_librosa():
 
 def test_serving_path_imports_neither_librosa_nor_numba():
     code = ("import sys, numpy as np; from service.pipeline import audio, extract; "
-            "from service.pipeline.config import PipelineConfig; import service.routes, service.app; "
+            "from service.pipeline.config import PipelineConfig; import service.http.routes, service.http.app; "
             "audio.warm_up(PipelineConfig()); "
             "print(sorted(m for m in ('librosa', 'numba') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)

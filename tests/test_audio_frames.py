@@ -6,14 +6,14 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
 from conftest import corpus_dir
+
 from service.pipeline import audio, audio_frames, fusion, media
 from service.pipeline.config import MediaLimits, PipelineConfig
 from service.pipeline.extract import decode_clip
-from trainer.audio_features import _direct_blocks, frame_features
 from trainer.cache import FeatureCache
 from trainer.data import Sample
+from trainer.voice.features import _direct_blocks, frame_features
 
 RICH = PipelineConfig(audio_features="rich", n_mels=64, speech_gate_db=35.0)
 SR = RICH.sample_rate
@@ -144,9 +144,9 @@ def test_encoder_and_utterance_classifier_export_to_onnx(tmp_path):
     """The trainer's audio encoder (standardisation inside) and utterance classifier go
     through export_onnx; the pipeline's utterance statistics of the ONNX codes feed the
     classifier."""
-    from trainer.audio_features import train_audio_encoder, train_utterance_classifier, utterance_vector
-    from service.bundle import open_session
+    from service.model.bundle import open_session
     from trainer.export import export_onnx
+    from trainer.voice.features import train_audio_encoder, train_utterance_classifier, utterance_vector
 
     cfg = replace(RICH, audio_code_dim=8, audio_utterance_stats="mean,std,p50")
     rng = np.random.default_rng(0)
@@ -184,7 +184,7 @@ def test_an_mp3_round_trip_is_decoded_as_an_upload_and_cached(tmp_path):
     """The audio head's codec copies: LAME at 16 kHz low-passes near 7.3 kHz, so the top mel
     band of the copy loses energy (about 11 dB over the voiced frames) while the bands of the
     voice stay put; the second call reads the cache instead of running ffmpeg again."""
-    from trainer.audio_features import codec_frame_features
+    from trainer.voice.features import codec_frame_features
 
     path = _ravdess(1)[0]
     sample = Sample(path=path, label="neutral", speaker="ravdess:03", corpus="ravdess", modality="audio")

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from service.bundle import REQUIRED_ROLES, BundleError, load_bundle, sha256_file
+from service.model.bundle import REQUIRED_ROLES, BundleError, load_bundle, sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.calibration import apply_temperature, expected_calibration_error, served_view
-from trainer.calibrate import calibrate_views, ece_floor, fit_temperature
+from service.model.calibration import apply_temperature, expected_calibration_error, served_view
+from trainer.fusion.calibrate import calibrate_views, ece_floor, fit_temperature
 
 
 def _overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import REPO_ROOT, corpus_dir
 from hostile import HOSTILE_LIMITS, cases
 from media import need_ffmpeg
@@ -34,7 +33,7 @@ CREMAD = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
 def cli_command() -> list[str]:
     """The installed `emotion-av` script beside this Python, else the module it runs."""
     script = Path(sys.executable).with_name("emotion-av")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "service.run.cli"]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -49,7 +48,7 @@ def post(server, path: Path) -> httpx.Response:
 
 def test_script_is_declared():
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["emotion-av"] == "service.cli:main"
+    assert scripts["emotion-av"] == "service.run.cli:main"
 
 
 def test_folder_of_real_clips_equals_post_predict(server, quick_bundle, tmp_path):
@@ -166,7 +165,7 @@ def _check_mixed(lines: list[dict], expected: dict) -> None:
 def test_200_mixed_files_every_one_gets_a_line(quick_bundle, mixed_folder, tmp_path, monkeypatch, capsys):
     """One run over 200 files: each has its line, the broken ones with the HTTP API's error code
     (the statuses tests/hostile.py expects of the service), and the batch never stops."""
-    from service.cli import main
+    from service.run.cli import main
 
     folder, expected = mixed_folder
     for key, value in HOSTILE_LIMITS.items():  # the limits those statuses assume
@@ -179,7 +178,7 @@ def test_200_mixed_files_every_one_gets_a_line(quick_bundle, mixed_folder, tmp_p
     _check_mixed(lines, expected)
     summary = capsys.readouterr().err
     failed = Counter(r["error"]["code"] for r in lines if "error" in r)
-    assert f"200 files in" in summary
+    assert "200 files in" in summary
     assert f"{200 - sum(failed.values())} answered, {sum(failed.values())} failed" in summary
     for code, n in failed.items():
         assert f"  {code}: {n}" in summary
@@ -188,7 +187,7 @@ def test_200_mixed_files_every_one_gets_a_line(quick_bundle, mixed_folder, tmp_p
 def test_csv_output_and_resume_after_a_torn_line(quick_bundle, tmp_path, capsys):
     """CSV with one row per file; --resume skips what is there, mends a half-written last
     line (a kill, not Ctrl-C, can leave one) and refuses another run's columns."""
-    from service.cli import CsvWriter, main
+    from service.run.cli import CsvWriter, main
 
     folder = corpus_dir("cremad_av")
     clips = sorted(folder.glob("*.flv"))
@@ -246,13 +245,13 @@ def test_ctrl_c_leaves_a_valid_file_and_resume_finishes(quick_bundle, mixed_fold
 
 
 def test_no_tensorflow_in_the_cli_process():
-    code = ("import sys, service.api, service.cli, service.demo; "
+    code = ("import sys, service.api, service.run.cli, service.http.demo; "
             "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]; sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0
 
 
 def test_walk_is_recursive_by_extension_and_sorted(tmp_path):
-    from service.cli import walk
+    from service.run.cli import walk
 
     for name in ("b/2.MP4", "b/1.wav", "a/x.flv", "a/deep/er/y.webm", "notes.txt", "a/z.png"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +262,7 @@ def test_walk_is_recursive_by_extension_and_sorted(tmp_path):
 
 
 def test_repair_tail_cuts_a_half_written_line(tmp_path):
-    from service.cli import _repair_tail
+    from service.run.cli import _repair_tail
 
     out = tmp_path / "r.jsonl"
     out.write_text('{"path": "a"}\n{"path": "b"}\n{"pa')

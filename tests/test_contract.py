@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from conftest import REPO_ROOT
-from service.errors import ERRORS, UNDOCUMENTED
+
+from service.http.error_codes import ERRORS, UNDOCUMENTED
 from service.pipeline.config import AUDIO_FORMATS, VIDEO_FORMATS
 from service.settings import DEFAULT_MODEL_DIR, Settings
 
@@ -33,7 +33,7 @@ def ticked(cell: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def openapi() -> dict:
-    from service.app import create_app
+    from service.http.app import create_app
 
     return create_app(load=False).openapi()
 
@@ -154,8 +154,12 @@ def test_responses_conform_to_the_openapi_document(server):
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_headers_conformance,
-                                                   response_schema_conformance, status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     checks = [not_a_server_error, status_code_conformance, content_type_conformance,
               response_schema_conformance, response_headers_conformance]

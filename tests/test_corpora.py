@@ -9,10 +9,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import corpus_dir
-from trainer.data import (BASIC7, PAPER3, Sample, discover_corpora, filter_label_set, load_ckplus, load_corpus,
-                          load_cremad, load_fer2013, load_ravdess, load_savee, load_tess, map_label)
+
+from trainer.data import (
+    BASIC7,
+    PAPER3,
+    Sample,
+    discover_corpora,
+    filter_label_set,
+    load_ckplus,
+    load_corpus,
+    load_cremad,
+    load_fer2013,
+    load_rafdb,
+    load_ravdess,
+    load_savee,
+    load_tess,
+    map_label,
+)
 
 
 def by(samples, *fields):
@@ -48,10 +62,11 @@ def test_real_ravdess():
 def test_real_tess():
     samples = load_tess(corpus_dir("tess"))
     check_common(samples, "tess")
-    assert len(samples) == 2800
-    assert by(samples, "speaker", "label") == {(f"tess:{spk}", label): 200 for spk in ("OAF", "YAF") for label in BASIC7}
+    # shared/ keeps every other word of the 200 (both speakers, every emotion)
+    assert len(samples) == 1400
+    assert by(samples, "speaker", "label") == {(f"tess:{spk}", label): 100 for spk in ("OAF", "YAF") for label in BASIC7}
     groups = by(samples, "group")
-    assert len(groups) == 200 and set(groups.values()) == {14}  # 2 speakers x 7 emotions per word
+    assert len(groups) == 100 and set(groups.values()) == {14}  # 2 speakers x 7 emotions per word
     # the published set's stray "OA_bite_neutral" belongs to OAF
     (bite,) = [s for s in samples if s.path.name == "OA_bite_neutral.flac"]
     assert (bite.speaker, bite.label, bite.group) == ("tess:OAF", "neutral", "bite")
@@ -91,6 +106,24 @@ def test_real_ckplus():
     assert len(expected) == 106 and by(samples, "speaker") == expected
 
 
+def test_real_rafdb():
+    samples = load_rafdb(corpus_dir("rafdb"))
+    check_common(samples, "rafdb")
+    assert len(samples) == 12271
+    assert by(samples, "label") == {"angry": 705, "disgust": 717, "fearful": 281, "happy": 4772, "neutral": 2524,
+                                    "sad": 1982, "surprised": 1290}
+    assert by(samples, "split") == {"train": 12271} and by(samples, "modality") == {"image": 12271}
+    assert len(by(samples, "speaker")) == 12271  # no identities: each image is its own
+
+
+def test_rafdb_splits_are_carved_from_train():
+    from trainer.data.splits import split_of
+
+    counts = by([type("S", (), {"split": split_of(s)})() for s in load_rafdb(corpus_dir("rafdb"))], "split")
+    assert counts["train"] > 0.75 * 12271 and 0.08 * 12271 < counts["val"] < 0.12 * 12271
+    assert 0.08 * 12271 < counts["test"] < 0.12 * 12271
+
+
 def test_real_cremad():
     samples = load_cremad(corpus_dir("cremad_av"))
     check_common(samples, "cremad")
@@ -103,7 +136,7 @@ def test_real_cremad():
 def test_discover_real(data_dir):
     assert discover_corpora(data_dir) == {
         "ravdess": data_dir / "ravdess", "tess": data_dir / "tess", "cremad": data_dir / "cremad_av",
-        "fer2013": data_dir / "fer2013", "ckplus": data_dir / "ckplus48"}
+        "fer2013": data_dir / "fer2013", "ckplus": data_dir / "ckplus48", "rafdb": data_dir / "rafdb"}
 
 
 # ---------------------------------------------------------------- published layouts, generated
@@ -238,6 +271,23 @@ def test_map_label_and_filter():
         map_label("calm", "basic7")
     with pytest.raises(ValueError, match="not basic7"):
         Sample(Path("a.wav"), "contempt", "x:1", "x", "audio")
+
+
+def test_rafdb_layouts(tmp_path):
+    """The folder release (FER2013's layout, RAF-DB's names) and the published basic/ with its
+    label list; the folder release is not taken for FER2013."""
+    make(tmp_path, "folders/train/happy/train_00001_aligned.jpg", "folders/test/fear/test_0002_aligned.jpg",
+         "folders/train/contempt/train_00003_aligned.jpg", "basic/Image/aligned/train_00004_aligned.jpg",
+         "basic/Image/aligned/test_0005_aligned.jpg", "basic/Image/aligned/train_00006_aligned.jpg")
+    (tmp_path / "basic/EmoLabel").mkdir(parents=True)
+    (tmp_path / "basic/EmoLabel/list_patition_label.txt").write_text("train_00004.jpg 6\ntest_0005.jpg 1\n")
+    assert rows(load_rafdb(tmp_path / "folders"), tmp_path / "folders", "label", "split", "speaker") == [
+        ("test/fear/test_0002_aligned.jpg", "fearful", "test", "rafdb:test_0002"),
+        ("train/happy/train_00001_aligned.jpg", "happy", "train", "rafdb:train_00001")]
+    assert rows(load_rafdb(tmp_path / "basic"), tmp_path / "basic", "label", "split") == [
+        ("Image/aligned/test_0005_aligned.jpg", "surprised", "test"),
+        ("Image/aligned/train_00004_aligned.jpg", "angry", "train")]  # 00006 has no label: skipped
+    assert discover_corpora(tmp_path) == {"rafdb": tmp_path}
 
 
 def test_discover_published_names(tmp_path):

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import REPO_ROOT, corpus_dir, running_server
 from media import make_video
 

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import REPO_ROOT, Server, corpus_dir, free_port, running_server
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -164,7 +163,7 @@ def service_problems(name: str, svc: dict) -> list[str]:
             problems.append(f"{name}: tmpfs {writable[0]} ({size} B) smaller than the uploads it must hold ({need:.0f} B)")
     health = svc.get("healthcheck") or {}
     test = " ".join(health.get("test") or [])
-    if "service.probe" not in test and "/readyz" not in test:
+    if "service.run.probe" not in test and "/readyz" not in test:
         problems.append(f"{name}: no healthcheck on /readyz")
     if svc.get("restart") not in ("always", "unless-stopped", "on-failure"):
         problems.append(f"{name}: no restart policy")
@@ -487,7 +486,7 @@ def test_build_context_leaves_out_the_trainer_and_local_state():
               if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*", ".dockerignore should ignore everything, then allow what the images need"
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    assert allowed == {"scripts/install.sh", "pyproject.toml", "README.md", "service", "models/default"}
+    assert allowed == {"scripts/install.sh", "pyproject.toml", "setup.py", "README.md", "service", "models/default"}
 
 
 @pytest.mark.parametrize("kind", sorted(DOCKERFILES))
@@ -507,7 +506,7 @@ def test_image_shape(kind):
     assert user and user[-1].split(":")[0] not in ("0", "root"), "the image must run as non-root"
     assert words.index("USER") > max(i for i, w in enumerate(words) if w == "RUN")
     assert ("ENTRYPOINT", '["python", "-m", "service"]') in final
-    assert any(w == "HEALTHCHECK" and "service.probe" in a for w, a in final)
+    assert any(w == "HEALTHCHECK" and "service.run.probe" in a for w, a in final)
     assert any(w == "COPY" and a.split()[-1] == "/app/models/default" for w, a in final)
     env = image_env(path)
     assert env["EMOTION_MODEL_DIR"] == "/app/models/default"
@@ -620,7 +619,7 @@ def test_a_cuda_fallback_shows_in_the_models_summary(monkeypatch, caplog):
     container): the session then quietly runs on the CPU. That must be visible."""
     import onnxruntime as ort
 
-    from service.bundle import load_bundle
+    from service.model.bundle import load_bundle
 
     real = ort.InferenceSession
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -642,7 +641,7 @@ def test_a_cuda_fallback_shows_in_the_models_summary(monkeypatch, caplog):
 
 def test_probe_exit_codes(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}/readyz"
-    proc = subprocess.run([sys.executable, "-m", "service.probe", dead], cwd=REPO_ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "service.run.probe", dead], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 1 and "not ready" in proc.stderr
 
@@ -701,7 +700,7 @@ def test_service_runs_like_the_container_and_answers_a_real_clip():
             assert {"audio_encoder", "frame_encoder", "image_features", "classifier"} <= set(served)
             assert all(a["providers"][0] == expected for a in served.values())
 
-            probe = subprocess.run([sys.executable, "-m", "service.probe", srv.url + "/readyz"], cwd=REPO_ROOT,
+            probe = subprocess.run([sys.executable, "-m", "service.run.probe", srv.url + "/readyz"], cwd=REPO_ROOT,
                                    capture_output=True, text=True, timeout=30)
             assert probe.returncode == 0, probe.stderr
 

@@ -20,11 +20,10 @@ import time
 
 import httpx
 import pytest
+from conftest import running_server
 from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-
-from conftest import running_server
 from rawhttp import Answer, exchange, request_bytes
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-
 from conftest import corpus_dir
 from media import make_video
-from service.bundle import BundleError, load_bundle
+
+from service.model.bundle import BundleError, load_bundle
 from service.pipeline import face_detector as fd
 from service.pipeline import media, visual
 from service.pipeline.config import MediaLimits, PipelineConfig
@@ -142,8 +142,8 @@ def test_smaller_face_found_by_the_tile_pass(detector, cremad_frames):
 
 def test_corpus_framing_is_what_the_config_says(detector):
     """FER2013 / CK+48 faces upscaled into a video-sized frame frame the face as the config's crop
-    does (a small sample of the measurement that set it: `python -m trainer.detector framing`)."""
-    from trainer.detector import measure_framing
+    does (a small sample of the measurement that set it: `python -m trainer.face.detector framing`)."""
+    from trainer.face.detector import measure_framing
 
     corpus_dir("fer2013"), corpus_dir("ckplus48")
     got = measure_framing(detector, n_fer=80, n_ck=40)

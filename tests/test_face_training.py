@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from trainer.face_training import FaceRecipe, TrainingPaused, _Checkpoint, lr_at, train_face_backbone
+from trainer.face.training import FaceRecipe, TrainingPaused, _Checkpoint, lr_at, train_face_backbone
 
 
 def test_schedule_warms_up_then_decays_to_zero():
@@ -65,7 +65,7 @@ def test_warm_restarts_extend_the_schedule_and_keep_the_old_key():
 
 def test_the_tensorflow_schedule_is_lr_at():
     tf = pytest.importorskip("tensorflow")
-    from trainer.face_training import _schedule
+    from trainer.face.training import _schedule
     longer = FaceRecipe(epochs=10, warmup_epochs=2, peak_lr=0.1, restarts=(5, 3), restart_lr=0.02)
     sched = _schedule(100, longer)
     for step in (0, 199, 200, 700, 999, 1000, 1250, 1499, 1500, 1650, 1799, 2500):

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import REPO_ROOT, Server, running_server
 from media import make_video
 
@@ -296,7 +295,7 @@ def test_onnx_runtime_failure_is_500_with_request_id_and_the_server_recovers(qui
 def test_stale_spool_rules(tmp_path):
     """Only `emotion-<pid>.<start>-*` directories of this user whose process is gone (or whose
     pid now names another process: a different start time) are stale."""
-    from service import spool
+    from service.http import spool
 
     dead = subprocess.Popen(["true"])
     dead.wait()

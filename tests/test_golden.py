@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import corpus_dir
 from golden import DEFAULT_BUNDLE, GOLDEN, compute
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.calibration import expected_calibration_error
+from service.model.calibration import expected_calibration_error
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,6 @@ import time
 
 import httpx
 import pytest
-
 from conftest import running_server
 from hostile import HOSTILE_LIMITS, Case, cases
 

@@ -1,8 +1,8 @@
-"""The late-fusion references (trainer/late_fusion.py) on synthetic per-modality answers."""
+"""The late-fusion references (trainer/fusion/late.py) on synthetic per-modality answers."""
 import numpy as np
 import pytest
 
-from trainer.late_fusion import late_fusion, pool
+from trainer.fusion.late import late_fusion, pool
 
 
 def _views(rng, n, audio_strength, face_strength):
@@ -63,9 +63,9 @@ def test_the_served_fusion_is_the_one_more_accurate_on_validation():
 
 def test_a_bundle_serving_late_fusion_pools_the_modality_views(tmp_path):
     """Bundle.answer with fusion "late_weighted": the pooled audio-only and face-only answers."""
-    from service.bundle import Bundle
-    from service.calibration import log_linear_pool
-    from service.manifest import Fusion
+    from service.model.bundle import Bundle
+    from service.model.calibration import log_linear_pool
+    from service.model.manifest import Fusion
     from service.pipeline.fusion import modality_view
 
     class FakeBundle(Bundle):

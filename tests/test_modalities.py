@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT, corpus_dir
 from media import make_video
-from service.bundle import load_bundle
+
+from service.http.schemas import PredictResponse
+from service.model.bundle import load_bundle
+from service.model.predictor import predict_file
 from service.pipeline import fusion
 from service.pipeline.config import MediaLimits, PipelineConfig
-from service.predictor import predict_file
-from service.schemas import PredictResponse
 
 
 @pytest.fixture(scope="module")

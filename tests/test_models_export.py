@@ -21,8 +21,13 @@ import keras  # noqa: E402
 from trainer import export as export_mod  # noqa: E402
 from trainer.export import ParityError, default_tolerance, export_onnx, sha256_file  # noqa: E402
 from trainer.models import (  # noqa: E402
-    RESNET50_NOTOP_PARAMS, WeightsMismatchError, build_bilstm, build_bilstm_sa, build_cnn,
-    build_dense_autoencoder, build_resnet50,
+    RESNET50_NOTOP_PARAMS,
+    WeightsMismatchError,
+    build_bilstm,
+    build_bilstm_sa,
+    build_cnn,
+    build_dense_autoencoder,
+    build_resnet50,
 )
 
 STEPS, FEATURES, CLASSES = 6, 40, 7
@@ -286,7 +291,7 @@ def test_bad_export_arguments(tmp_path):
 
 # --------------------------------------------------------------------------- the fer peer
 def test_peer_classes_map_onto_basic7():
-    from trainer.peer import FER_CLASSES, to_classes
+    from trainer.face.peer import FER_CLASSES, to_classes
 
     ours = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
     probs = to_classes(np.eye(len(FER_CLASSES)), ours)
@@ -298,7 +303,7 @@ def test_peer_classes_map_onto_basic7():
 
 def test_peer_face_model_is_run_as_fer_runs_it(tmp_path):
     """A stand-in with fer's shapes (64x64x1 in [-1, 1] -> 7): saved as HDF5 like fer's file."""
-    from trainer.peer import peer_face_probs
+    from trainer.face.peer import peer_face_probs
 
     inp = keras.Input((64, 64, 1))
     out = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp))

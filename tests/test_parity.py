@@ -6,18 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import corpus_dir
 from media import make_video
-from service.bundle import EncoderSessions, load_bundle, open_session
+
+from service.model.bundle import EncoderSessions, load_bundle, open_session
 from service.pipeline.extract import clip_features, decode_clip
 from service.settings import Settings
 from trainer.build import pipeline_config
 from trainer.cache import FeatureCache
 from trainer.data import Sample
-from trainer.audio_features import frame_features
 from trainer.features import video_sequences
 from trainer.recipe import BuildOptions, Recipe
+from trainer.voice.features import frame_features
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import corpus_dir
 from media import make_video, need_ffmpeg
+
 from service.pipeline import audio, fusion, media, visual
 from service.pipeline.config import MediaLimits, PipelineConfig
 from service.pipeline.extract import audio_mfcc, decode_clip

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO_ROOT
 
 
@@ -16,7 +15,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_service_process_does_not_load_tensorflow():
-    code = ("import sys, service.app, service.bundle, service.predictor; "
+    code = ("import sys, service.http.app, service.model.bundle, service.model.predictor; "
             "bad = [m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT).returncode == 0

@@ -1,12 +1,12 @@
-"""Calibration through the serving path (trainer/served_calibration.py): the refit on
+"""Calibration through the serving path (trainer/fusion/served_calibration.py): the refit on
 synthetic answers, and on the quick bundle that the step scores exactly what the service
 serves."""
 from __future__ import annotations
 
 import numpy as np
 
-from service.manifest import Calibration, Fusion
-from trainer.served_calibration import ServedClip, refit
+from service.model.manifest import Calibration, Fusion
+from trainer.fusion.served_calibration import ServedClip, refit
 
 
 def _clip(rng, view, y, strength, sharpness=1.0):
@@ -56,10 +56,10 @@ def test_the_step_scores_what_the_service_serves(quick_bundle, data_dir, tmp_pat
     """The quick build ran the step; its served answers of validation clips equal predict_file's."""
     from pathlib import Path
 
-    from service.bundle import load_bundle
+    from service.model.bundle import load_bundle
+    from service.model.predictor import predict_file
     from service.pipeline.config import MediaLimits
-    from service.predictor import predict_file
-    from trainer.served_calibration import FITTED_ON, answer_clips, make_clips, served_probabilities
+    from trainer.fusion.served_calibration import FITTED_ON, answer_clips, make_clips, served_probabilities
 
     bundle = load_bundle(quick_bundle)
     manifest = bundle.manifest
@@ -77,12 +77,12 @@ def test_the_step_scores_what_the_service_serves(quick_bundle, data_dir, tmp_pat
 
 
 def test_a_refit_starts_from_the_pseudo_pair_fit_the_bundle_recorded(quick_bundle):
-    """Refitting a bundle that was already refitted (python -m trainer.served_calibration)
+    """Refitting a bundle that was already refitted (python -m trainer.fusion.served_calibration)
     starts from the classifiers stage's fit, so its `pseudo_pairs` column stays that fit."""
     import pytest
 
-    from service.manifest import Manifest
-    from trainer.served_calibration import pseudo_pair_fit
+    from service.model.manifest import Manifest
+    from trainer.fusion.served_calibration import pseudo_pair_fit
 
     served, _ = Manifest.read(quick_bundle)
     before = served.metrics["served_clips"]

@@ -7,10 +7,10 @@ import time
 
 import httpx
 import pytest
-
 from conftest import corpus_dir
 from media import make_video
-from service.schemas import PredictResponse
+
+from service.http.schemas import PredictResponse
 
 pytestmark = pytest.mark.slow
 

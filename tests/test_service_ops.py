@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import corpus_dir, running_server
 
 pytestmark = pytest.mark.slow

@@ -13,14 +13,14 @@ import json
 import numpy as np
 import pytest
 
-from service.bundle import load_bundle
+from service.model.bundle import load_bundle
 from service.settings import DEFAULT_MODEL_DIR
 from trainer.cache import FeatureCache
 from trainer.data import LABEL_SETS, load_corpus
-from trainer.evaluate import metrics
-from trainer.audio_features import all_frame_features
-from trainer.pairs import clip_codes, modality_view
-from trainer.splits import split_of
+from trainer.data.splits import split_of
+from trainer.fusion.pairs import clip_codes, modality_view
+from trainer.report.metrics import metrics
+from trainer.voice.features import all_frame_features
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_held_out_ravdess_audio_accuracy_reproduces_from_the_shipped_artifacts(m
     cfg = bundle.config
     classes = list(LABEL_SETS[manifest["label_set"]])
     held_out = [s for s in load_corpus("ravdess", ravdess) if split_of(s) == "test"]
-    assert len({s.speaker for s in held_out}) == 4  # actors 17-20 (trainer/splits.py)
+    assert len({s.speaker for s in held_out}) == 4  # actors 17-20 (trainer/data/splits.py)
     clips = all_frame_features(held_out, [cfg], FeatureCache(None))[0]
     X = np.stack([modality_view(cfg, clip_codes(c, cfg, bundle), None, "audio") for c in clips])
     y = np.array([classes.index(s.label) for s in held_out])
@@ -73,8 +73,8 @@ def test_the_shipped_bundle_gives_one_label_to_a_voice_in_every_format(manifest,
     the shipped audio head trains on mp3 round trips, so LAME's low-pass no longer moves it."""
     import subprocess
 
+    from service.model.predictor import predict_file
     from service.pipeline.config import MediaLimits
-    from service.predictor import predict_file
 
     src = data_dir / "ravdess" / "Actor_01" / "03-01-05-02-02-02-01.flac"
     if not src.is_file():

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import REPO_ROOT
-from service.harness import ServiceProcess, http_status
+
+from service.run.harness import ServiceProcess, http_status
 
 SHIPPED = REPO_ROOT / "models" / "default"
 # The installed copy must be what runs: no checkout on the path.
@@ -31,7 +31,7 @@ def test_listens_while_loading_then_turns_ready(tmp_path):
     """The loader slowed down by 4 s (a sitecustomize of this test's own) shows the loading
     phase on any machine."""
     hook = tmp_path / "sitecustomize.py"
-    hook.write_text("import time, service.lifecycle as l\n"
+    hook.write_text("import time, service.run.lifecycle as l\n"
                     "real = l.load_and_warm\n"
                     "def slow(settings):\n    time.sleep(4)\n    return real(settings)\n"
                     "l.load_and_warm = slow\n")
@@ -94,12 +94,32 @@ def test_non_editable_install_serves_the_shipped_bundle_from_the_repository(inst
 
 
 @pytest.mark.slow
-def test_non_editable_install_elsewhere_names_the_setting(installed_python, tmp_path):
+def test_non_editable_install_serves_its_own_bundle_from_anywhere(installed_python, tmp_path):
+    """The wheel carries the shipped bundle as package data: from a folder with no models/,
+    the service and the CLI answer on it (the installed copy, not the checkout's)."""
+    with ServiceProcess(None, CLEAN, python=installed_python, cwd=tmp_path) as srv:
+        srv.wait_ready(timeout=180)
+        model = httpx.get(srv.url + "/v1/models", timeout=30).json()["models"][0]
+    import hashlib
+
+    assert model["manifest_sha256"] == hashlib.sha256((SHIPPED / "manifest.json").read_bytes()).hexdigest()
+    clip = REPO_ROOT.parent / "shared" / "data" / "cremad_av" / "1001_DFA_HAP_XX.flv"
+    if not clip.is_file():
+        pytest.skip(f"{clip} is absent (../shared/data)")
+    cli = Path(installed_python).parent / "emotion-av"
+    proc = subprocess.run([str(cli), "predict", str(clip)], cwd=tmp_path, env=clean_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = proc.stdout.splitlines()
+    answer = json.loads(line)
+    assert answer["status"] == 200 and answer["label"] in answer["probabilities"]
+
+
+@pytest.mark.slow
+def test_non_editable_install_without_a_bundle_names_the_setting(installed_python, tmp_path):
     start = time.monotonic()
-    proc = subprocess.run([installed_python, "-m", "service"], cwd=tmp_path, env=clean_env(), capture_output=True,
+    proc = subprocess.run([installed_python, "-m", "service"], cwd=tmp_path,
+                          env={**clean_env(), "EMOTION_MODEL_DIR": str(tmp_path / "none")}, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "EMOTION_MODEL_DIR" in proc.stdout + proc.stderr
     assert time.monotonic() - start < 30
-    with ServiceProcess(None, {**CLEAN, "EMOTION_MODEL_DIR": str(SHIPPED)}, python=installed_python,
-                        cwd=tmp_path) as srv:
-        srv.wait_ready(timeout=180)

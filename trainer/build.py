@@ -8,25 +8,24 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from service.bundle import EncoderSessions, open_session
+from service.model.bundle import EncoderSessions, open_session
 from service.pipeline.config import PipelineConfig
-
-from .cache import FeatureCache
-from .data import LABEL_SETS
-from .face_training import TrainingPaused
-from .recipe import BuildOptions
-from .stages import BuildContext, run_stage
-from .stages.audio import audio_encoder, audio_features
-from .stages.audio_head import audio_head
-from .stages.classifiers import classifiers
-from .stages.data import prepare_data
-from .stages.evaluation import evaluation
-from .stages.faces import face_backbone, face_detector, face_features
-from .stages.fusion import pairs
-from .stages.publish import make_manifest, publish
-from .stages.selection import feature_selection
-from .stages.served import served_calibration
-from .served_calibration import apply as apply_served
+from trainer.cache import FeatureCache
+from trainer.data import LABEL_SETS
+from trainer.face.training import TrainingPaused
+from trainer.fusion.served_calibration import apply as apply_served
+from trainer.recipe import BuildOptions
+from trainer.stages import BuildContext, run_stage
+from trainer.stages.audio import audio_encoder, audio_features
+from trainer.stages.audio_head import audio_head
+from trainer.stages.classifiers import classifiers
+from trainer.stages.data import prepare_data
+from trainer.stages.evaluation import evaluation
+from trainer.stages.faces import face_backbone, face_detector, face_features
+from trainer.stages.fusion import pairs
+from trainer.stages.publish import make_manifest, publish
+from trainer.stages.selection import feature_selection
+from trainer.stages.served import served_calibration
 
 IMAGE_FEATURE_DIM = {"face_resnet": 256, "resnet50": 2048}
 

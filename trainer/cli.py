@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from .recipe import PROFILE_NAMES, BuildOptions, Recipe
-from .stages import STAGES
+from trainer.paths import REPO_ROOT
+from trainer.recipe import PROFILE_NAMES, BuildOptions, Recipe
+from trainer.stages import STAGES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 
 
 def _parser_of(type_name: str) -> tuple[Callable[[str], Any], dict[str, Any]]:
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     opts = options_from(args)
-    from .build import build  # TensorFlow loads only when a build runs, not for --help
+    from trainer.build import build  # TensorFlow loads only when a build runs, not for --help
 
     build(opts)
 

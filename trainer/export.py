@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from service.manifest import Artifact
+    from service.model.manifest import Artifact
 
-from service.bundle import open_session, sha256_file  # one hash and one session factory for trainer and service  # noqa: F401
+from service.model.bundle import open_session, sha256_file  # one hash and one session factory for trainer and service  # noqa: F401
 
 FP32_ATOL = 1e-4
 FP16_ATOL = 2e-2
@@ -54,7 +54,7 @@ class ExportResult:
 
     def artifact(self, **extra: Any) -> "Artifact":
         """The artifact's entry in the bundle manifest (design §4)."""
-        from service.manifest import Artifact, TensorSpec
+        from service.model.manifest import Artifact, TensorSpec
 
         return Artifact(file=self.path.name, sha256=self.sha256, bytes=self.path.stat().st_size,
                         input=TensorSpec(name=self.input_name, shape=list(self.input_shape)),

@@ -11,12 +11,11 @@ import numpy as np
 from service.pipeline import visual
 from service.pipeline.config import MediaLimits, PipelineConfig
 from service.pipeline.extract import Encoders, extract_file
-
-from .data import Sample
-from .progress import progress
+from trainer.data import Sample
+from trainer.progress import progress
 
 # Face corpora whose images are framed as the serving crop frames a face (measured by
-# `python -m trainer.detector framing`): they enter the pipeline at the crop stage. Other
+# `python -m trainer.face.detector framing`): they enter the pipeline at the crop stage. Other
 # face photos (RAF-DB) are detected and aligned as a video face is.
 FRAMED_AS_SERVED = frozenset({"fer2013", "ckplus"})
 
@@ -27,7 +26,7 @@ def face_crop(sample: Sample, cfg: PipelineConfig, detector=None) -> visual.Face
         raise ValueError(f"unreadable image {sample.path}")
     if sample.corpus not in FRAMED_AS_SERVED:
         if detector is None:
-            from .detector import default_detector
+            from trainer.face.detector import default_detector
 
             detector = default_detector()
         found = visual.photo_face(image, detector, cfg)
@@ -40,7 +39,7 @@ def face_crops(samples: Sequence[Sample], cfg: PipelineConfig) -> np.ndarray:
     """uint8 [n, s, s] crops of face-corpus images framed as the serving path frames a face."""
     detector = None
     if any(s.corpus not in FRAMED_AS_SERVED for s in samples):
-        from .detector import default_detector
+        from trainer.face.detector import default_detector
 
         detector = default_detector()
     return np.stack([face_crop(s, cfg, detector).image for s in progress(samples, "faces: load + crop")])
@@ -63,12 +62,12 @@ def video_sequences(samples: Sequence[Sample], cfg: PipelineConfig, encoders: En
                     limits: MediaLimits | None = None) -> np.ndarray:
     """Fusion sequences of real audio-visual files: exactly `POST /predict`'s feature path.
     The face detector is the encoders' (`face_detector` session); encoders without one get
-    the pinned BlazeFace conversion (`trainer.detector.default_detector`)."""
+    the pinned BlazeFace conversion (`trainer.face.detector.default_detector`)."""
     if not samples:
         return np.zeros((0, cfg.k_summary, cfg.step_dim), np.float32)
     detector = getattr(encoders, "face_detector", None)
     if detector is None:
-        from .detector import default_detector
+        from trainer.face.detector import default_detector
 
         detector = default_detector()
     return np.stack([extract_file(Path(s.path), cfg, encoders, limits, detector=detector).sequence

@@ -78,7 +78,7 @@ class Recipe:
     audio_head_tess_every: int = tunable(4, "of TESS's training clips the audio head sees every Nth (0: none); "
                                             "its two voices would otherwise outnumber the actors")
     audio_head_codecs: tuple[str, ...] = tunable(("mp3_160k", "mp3_64k"), "lossy round trips of each training clip "
-                                                 "the audio head also trains on (trainer.audio_features.CODECS)",
+                                                 "the audio head also trains on (trainer.voice.features.CODECS)",
                                                  quick=())
     audio_head_hidden: int = tunable(256, "hidden units of each audio-head MLP")
     audio_head_epochs: int = tunable(60, "epochs of each audio-head MLP (fixed: no early stopping)", quick=10)

@@ -23,8 +23,8 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from . import audio_frames
-from .config import PipelineConfig
+from service.pipeline import audio_frames
+from service.pipeline.config import PipelineConfig
 
 # Below this peak the track is treated as silent: normalising it would only amplify noise.
 SILENCE_PEAK = 1e-4

@@ -1,4 +1,4 @@
-"""Rich audio frame features (issue 15) in plain numpy: spectral shape, energy, pitch and
+"""Rich audio frame features in plain numpy: spectral shape, energy, pitch and
 voicing per frame, plus the speech-activity gate and the statistics over speech-active
 frames. No librosa and no numba on this path.
 

@@ -6,7 +6,7 @@ import math
 import threading
 import time
 
-from .errors import MediaError
+from service.pipeline.errors import MediaError
 
 # nginx's "client closed request": nobody reads it, but logs and metrics do.
 CLIENT_GONE = 499

@@ -21,7 +21,7 @@ class PipelineConfig:
     hop_length: int = 160
     n_mels: int = 40
     audio_code_dim: int = 32
-    # The autoencoder's frame input (issue 15): "mfcc" = the paper's n_mfcc MFCCs; "rich" =
+    # The autoencoder's frame input: "mfcc" = the paper's n_mfcc MFCCs; "rich" =
     # n_mels log-mel bands + spectral shape, energy, pitch, voicing, with deltas.
     audio_features: str = "mfcc"
     # Speech-activity gate: code statistics are taken over frames within this many dB of
@@ -31,7 +31,7 @@ class PipelineConfig:
     # repeated in every fusion step ("" = none): comma-separated of mean,std,p10,p50,p90.
     audio_utterance_stats: str = ""
     # What those statistics summarise: "codes" (the autoencoder's) or "frames" (the
-    # frame features themselves, before the bottleneck; measured better, issue 15).
+    # frame features themselves, before the bottleneck; measured better).
     audio_utterance_source: str = "codes"
     # Window of audio codes summarised around each summary frame (seconds).
     audio_window_s: float = 1.0
@@ -52,7 +52,7 @@ class PipelineConfig:
     # Aligned crop: rotated so the eyes are level, square, side = face_crop_scale x the face
     # size (eye distance + eye-midpoint-to-mouth distance, from the keypoints), centred
     # face_crop_offset x face size below the eye midpoint. Measured on FER2013 train (592
-    # faces) and CK+48 (300) by `python -m trainer.detector framing` (medians: FER 1.333 /
+    # faces) and CK+48 (300) by `python -m trainer.face.detector framing` (medians: FER 1.333 /
     # 0.145, CK+ 1.316 / 0.133), so a video crop is framed like the faces the backbone learns from.
     face_crop_scale: float = 1.33
     face_crop_offset: float = 0.14

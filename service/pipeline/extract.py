@@ -29,11 +29,11 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from . import audio, audio_frames, fusion, media, visual
-from .budget import Budget, LinkedBudget
-from .config import MediaLimits, PipelineConfig
-from .face_detector import BlazeFace
-from .timing import StageTimer
+from service.pipeline import audio, audio_frames, fusion, media, visual
+from service.pipeline.budget import Budget, LinkedBudget
+from service.pipeline.config import MediaLimits, PipelineConfig
+from service.pipeline.face_detector import BlazeFace
+from service.pipeline.timing import StageTimer
 
 
 class Encoders(Protocol):
@@ -207,7 +207,7 @@ def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: Sta
         segment = segment_s(info) if callable(segment_s) else segment_s
         if info.has_video and detector is None:
             raise ValueError("a video needs a face detector: the bundle's face_detector artifact "
-                             "(trainer.detector adds one to a bundle that lacks it)")
+                             "(trainer.face.detector adds one to a bundle that lacks it)")
         rate, cap = frame_sampling(info, cfg, segment)
         sampling = media.FrameSampling(rate, cap, cfg.frame_max_side) if info.has_video else None
         started = (sound is not None, video is not None and (rate, cap) == (usual.rate, usual.max_frames))

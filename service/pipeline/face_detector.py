@@ -1,7 +1,7 @@
 """Face detection with MediaPipe's BlazeFace (short range), decoded in numpy (design §2 step 3).
 
 The network itself ships in the bundle as the ONNX artifact `face_detector` (converted from
-`face_detection_short_range.tflite` of the `mediapipe==0.10.14` wheel by `trainer.detector`,
+`face_detection_short_range.tflite` of the `mediapipe==0.10.14` wheel by `trainer.face.detector`,
 Apache-2.0). It takes one 128x128 RGB image in [-1, 1] (NHWC) and returns, for each of 896
 fixed anchors, 16 regressors (box centre offset and size, then six keypoints) and one logit.
 What MediaPipe's graph does around it (`face_detection_short_range_cpu`) is here:

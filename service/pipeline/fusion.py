@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import FLAG_NAMES, PipelineConfig
+from service.pipeline.config import FLAG_NAMES, PipelineConfig
 
 
 def audio_window_stats(codes: np.ndarray, code_times: np.ndarray, centres: np.ndarray,

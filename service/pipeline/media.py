@@ -24,9 +24,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .budget import Budget
-from .config import ACCEPTED_FORMATS, MediaLimits
-from .errors import MediaError
+from service.pipeline.budget import Budget
+from service.pipeline.config import ACCEPTED_FORMATS, MediaLimits
+from service.pipeline.errors import MediaError
 
 __all__ = ["MediaError", "MediaInfo", "probe", "decode_audio", "stream_audio", "stream_frames", "open_audio",
            "audio_blocks", "open_frames", "frames_of", "open_decoder", "FrameSampling", "Child", "Tap"]

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 from sklearn.cluster import KMeans
 
-from .config import PipelineConfig
-from .face_detector import BlazeFace, Face
+from service.pipeline.config import PipelineConfig
+from service.pipeline.face_detector import BlazeFace, Face
 
 # Why a detected face is not used (`FaceCrop.reason`); "" = used.
 TOO_SMALL, TURNED, BLURRED = "too_small", "turned", "blurred"

@@ -1,12 +1,12 @@
 """Corpus loaders (design §3): every corpus becomes a list of `Sample`s labelled in basic7."""
-from .cremad import load_cremad
-from .discover import LOADERS, discover_corpora, load_corpus
-from .images import load_ckplus, load_fer2013, load_rafdb
-from .labels import BASIC7, LABEL_SETS, PAPER3, label_from_word, map_label
-from .ravdess import load_ravdess
-from .sample import Sample, filter_label_set
-from .savee import load_savee
-from .tess import load_tess
+from trainer.data.cremad import load_cremad
+from trainer.data.discover import LOADERS, discover_corpora, load_corpus
+from trainer.data.images import load_ckplus, load_fer2013, load_rafdb
+from trainer.data.labels import BASIC7, LABEL_SETS, PAPER3, label_from_word, map_label
+from trainer.data.ravdess import load_ravdess
+from trainer.data.sample import Sample, filter_label_set
+from trainer.data.savee import load_savee
+from trainer.data.tess import load_tess
 
 __all__ = [
     "BASIC7", "PAPER3", "LABEL_SETS", "map_label", "label_from_word", "Sample", "filter_label_set",

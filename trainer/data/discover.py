@@ -7,10 +7,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable
 
-from . import cremad, ravdess, savee, tess
-from .images import CKPLUS_RE, RAFDB_RE, fer_split, load_ckplus, load_fer2013, load_rafdb
-from .labels import label_from_word
-from .sample import Sample
+from trainer.data import cremad, ravdess, savee, tess
+from trainer.data.images import CKPLUS_RE, RAFDB_RE, fer_split, load_ckplus, load_fer2013, load_rafdb
+from trainer.data.labels import label_from_word
+from trainer.data.sample import Sample
 
 LOADERS: dict[str, Callable[[Path], list[Sample]]] = {
     "ravdess": ravdess.load_ravdess, "tess": tess.load_tess, "cremad": cremad.load_cremad,

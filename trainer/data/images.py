@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .labels import label_from_word
-from .sample import IMAGE_EXTS, Sample, finish, iter_files
+from trainer.data.labels import label_from_word
+from trainer.data.sample import IMAGE_EXTS, Sample, finish, iter_files
 
 # FER2013 split folder names, lower-cased with separators removed -> split.
 # Kaggle's "test" (PublicTest + PrivateTest together) stays its own split "test".

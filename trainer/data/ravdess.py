@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .sample import AUDIO_EXTS, Sample, finish, iter_files
+from trainer.data.sample import AUDIO_EXTS, Sample, finish, iter_files
 
 FILE_RE = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.(wav|flac|mp4)", re.I)
 EMOTIONS = {"01": "neutral", "02": "neutral",  # calm -> neutral

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Hashable, Iterable, Iterator
 
-from .labels import BASIC7, map_label
+from trainer.data.labels import BASIC7, map_label
 
 MODALITIES = ("audio", "video", "image")
 AUDIO_EXTS = (".wav", ".flac")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .sample import Sample, finish, iter_files
+from trainer.data.sample import Sample, finish, iter_files
 
 SPEAKERS = ("DC", "JE", "JK", "KL")
 CODES = {"a": "angry", "d": "disgust", "f": "fearful", "h": "happy", "n": "neutral", "sa": "sad", "su": "surprised"}

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .labels import EMOTION_WORDS
-from .sample import AUDIO_EXTS, Sample, finish, iter_files
+from trainer.data.labels import EMOTION_WORDS
+from trainer.data.sample import AUDIO_EXTS, Sample, finish, iter_files
 
 FILE_RE = re.compile(r"(OAF|YAF)_(.+)", re.I)  # also the speaker folders: OAF_angry
 _STEM_RE = re.compile(r"[A-Z]+_(.+)", re.I)  # the prefix may be misspelt

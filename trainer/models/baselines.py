@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .bilstm_sa import compile_classifier
+from trainer.models.bilstm_sa import compile_classifier
 
 
 def build_bilstm(steps: int | None, features: int, n_classes: int, *, units: int = 64, dropout: float = 0.3,

@@ -16,10 +16,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from .standardise import standardiser
+from trainer.models.standardise import standardiser
 
 IMAGE_WIDTH = 64        # image columns per step after the projection
-UTTERANCE_WIDTH = 64    # utterance side-input columns per step after their projection (issue 15)
+UTTERANCE_WIDTH = 64    # utterance side-input columns per step after their projection
 INPUT_NOISE = 0.5       # std of the Gaussian noise on the standardised inputs (training only)
 IMAGE_DROPOUT = 0.3     # dropout on the projected image columns
 

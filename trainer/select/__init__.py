@@ -1,6 +1,6 @@
 """Feature selection for the fusion features (DESIGN §2 step 6, §9): IZOA / ZOA wrapper
 search, a mutual-information filter baseline, and the wrapper fitness they share."""
-from .feature_selection import (
+from trainer.select.feature_selection import (
     METHODS,
     POSITION_BOUNDS,
     SelectionResult,
@@ -9,8 +9,8 @@ from .feature_selection import (
     transfer_s,
     transfer_v,
 )
-from .fitness import SubsetFitness
-from .zoa import ZOAResult, levy_step, mantegna_sigma, zoa_minimize
+from trainer.select.fitness import SubsetFitness
+from trainer.select.zoa import ZOAResult, levy_step, mantegna_sigma, zoa_minimize
 
 __all__ = [
     "METHODS",

@@ -15,7 +15,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .feature_selection import SelectionResult, select_features
+from trainer.select.feature_selection import SelectionResult, select_features
 
 
 def test_scores(mask: np.ndarray, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,

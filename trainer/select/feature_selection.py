@@ -28,8 +28,8 @@ from typing import Callable, Sequence
 import numpy as np
 from sklearn.feature_selection import mutual_info_classif
 
-from .fitness import SubsetFitness
-from .zoa import zoa_minimize
+from trainer.select.fitness import SubsetFitness
+from trainer.select.zoa import zoa_minimize
 
 __all__ = [
     "SelectionResult",

@@ -1,4 +1,4 @@
-"""`trainer build` as named stages (issue 13), each a function with typed inputs and outputs:
+"""`trainer build` as named stages, each a function with typed inputs and outputs:
 
     data -> audio_features -> audio_encoder -> face_backbone -> face_detector -> face_features -> pairs
          -> audio_head -> feature_selection -> classifiers -> evaluation -> served_calibration -> publish
@@ -23,10 +23,9 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from service.pipeline.config import PipelineConfig
-
-from ..cache import FeatureCache
-from ..export import ExportResult
-from ..recipe import BuildOptions, Recipe
+from trainer.cache import FeatureCache
+from trainer.export import ExportResult
+from trainer.recipe import BuildOptions, Recipe
 
 log = logging.getLogger("trainer")
 SPLITS = ("train", "val", "test")
@@ -127,7 +126,7 @@ def _decode(value: Any, arrays, staging: Path, store: Path) -> Any:
             shutil.copy2(store / d["path"], target)
             d["path"] = target
             if value.get("cls") == "DetectorExport":
-                from ..detector import DetectorExport
+                from trainer.face.detector import DetectorExport
 
                 return DetectorExport(**d)
             return ExportResult(**d)

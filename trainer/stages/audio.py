@@ -1,5 +1,5 @@
 """Stages `audio_features` (frame features decoded through the serving code, cached per
-file: the paper's 13 MFCC or the richer log-mel + spectral + pitch frames, issue 15) and
+file: the paper's 13 MFCC or the richer log-mel + spectral + pitch frames) and
 `audio_encoder` (the paper's dense autoencoder over those frames, exported to ONNX)."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio_features import AudioFrames, all_frame_features
-from ..export import ExportResult, export_onnx
-from . import SPLITS, BuildContext, stage_output
-from .data import Corpora
+from trainer.export import ExportResult, export_onnx
+from trainer.stages import SPLITS, BuildContext, stage_output
+from trainer.stages.data import Corpora
+from trainer.voice.features import AudioFrames, all_frame_features
 
 
 @dataclass
@@ -27,8 +27,8 @@ def train_autoencoder(x: np.ndarray, hidden: int, bottleneck: int, epochs: int, 
     standardisation built in (so the exported graph takes raw features)."""
     import keras
 
-    from ..models import build_dense_autoencoder
-    from ..models.standardise import standardiser
+    from trainer.models import build_dense_autoencoder
+    from trainer.models.standardise import standardiser
 
     keras.utils.set_random_seed(seed)
     xn = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-6)

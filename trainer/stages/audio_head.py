@@ -1,4 +1,4 @@
-"""Stage `audio_head` (issue 15): a dedicated audio-only classifier on the per-utterance
+"""Stage `audio_head`: a dedicated audio-only classifier on the per-utterance
 statistics of the speech-active frames, served for audio-only clips and as the audio expert
 of late fusion.
 
@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio_features import coded_utterances, utterance_vector
-from ..export import ExportResult, export_onnx
-from . import BuildContext, log, stage_output
-from .audio import AudioFeatures
-from .data import Corpora
+from trainer.export import ExportResult, export_onnx
+from trainer.stages import BuildContext, log, stage_output
+from trainer.stages.audio import AudioFeatures
+from trainer.stages.data import Corpora
+from trainer.voice.features import coded_utterances, utterance_vector
 
 
 def training_set(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +64,7 @@ class AudioHead:
 
 
 def audio_head(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> AudioHead:
-    from ..audio_features import train_utterance_classifier
+    from trainer.voice.features import train_utterance_classifier
 
     cfg, r = ctx.cfg, ctx.recipe
     if not cfg.utterance_dim or r.audio_head_members < 1:

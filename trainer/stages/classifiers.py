@@ -9,39 +9,23 @@ from typing import Any
 
 import numpy as np
 
-from service.bundle import open_session
-from service.calibration import apply_temperature, log_linear_pool
+from service.model.bundle import open_session
+from service.model.calibration import apply_temperature, log_linear_pool
 from service.pipeline.fusion import modality_view, utterance_of
-
-from ..evaluate import metrics
-from ..export import ExportResult, export_onnx
-from ..recipe import Recipe
-from ..splits import SHARED_SPEAKER_CORPORA
-from . import BuildContext, stage_output
-from .audio_head import AudioHead
-from .fusion import Pairs
-from .selection import Selection
+from trainer.data.splits import SHARED_SPEAKER_CORPORA
+from trainer.export import ExportResult, export_onnx
+from trainer.models.fitting import class_weights, epoch_log
+from trainer.recipe import Recipe
+from trainer.report.metrics import metrics
+from trainer.stages import BuildContext, stage_output
+from trainer.stages.audio_head import AudioHead
+from trainer.stages.fusion import Pairs
+from trainer.stages.selection import Selection
 
 log = logging.getLogger("trainer")
 CLASSIFIERS = ("bilstm_sa", "bilstm", "cnn")          # the proposed model, then the baselines
 ROLE_OF = {"bilstm_sa": "classifier", "bilstm": "baseline_bilstm", "cnn": "baseline_cnn"}
 VIEWS = ("fused", "audio", "face")
-
-
-def class_weights(y: np.ndarray, n: int) -> dict[int, float]:
-    counts = np.bincount(y, minlength=n).astype(float)
-    return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
-
-
-def epoch_log(name: str):
-    """A Keras callback that logs each epoch's metrics (training runs with verbose=0)."""
-    import keras
-
-    def done(epoch: int, logs: dict | None) -> None:
-        log.info("%s epoch %d: %s", name, epoch + 1,
-                 ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate"))
-
-    return keras.callbacks.LambdaCallback(on_epoch_end=done)
 
 
 def classifier_with_input_stage(builder, x: np.ndarray, n_image: int, n_classes: int,
@@ -50,8 +34,8 @@ def classifier_with_input_stage(builder, x: np.ndarray, n_image: int, n_classes:
     (standardisation fitted on `x`, input noise, image and utterance projections), compiled."""
     import keras
 
-    from ..models.bilstm_sa import compile_classifier
-    from ..models.input_stage import input_stage
+    from trainer.models.bilstm_sa import compile_classifier
+    from trainer.models.input_stage import input_stage
 
     inp, stage = input_stage(x, n_image, utterance)
     core = builder(x.shape[1], stage.shape[-1], n_classes)
@@ -73,7 +57,7 @@ def fit_classifier(name: str, tr: dict[str, np.ndarray], va: dict[str, np.ndarra
     """One sequence classifier on masked step features; early stopping on `va` when given."""
     import keras
 
-    from ..models import build_bilstm, build_bilstm_sa, build_cnn
+    from trainer.models import build_bilstm, build_bilstm_sa, build_cnn
 
     builders = {"bilstm_sa": build_bilstm_sa, "bilstm": build_bilstm, "cnn": build_cnn}
     keras.utils.set_random_seed(recipe.seed)
@@ -123,7 +107,7 @@ def speaker_disjoint(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def served_answers(views: dict[str, tuple[np.ndarray, np.ndarray]], calibration: dict[str, Any],
                    fusion: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
-    """What the service answers for each view (service.bundle.Bundle.answer), from the experts'
+    """What the service answers for each view (service.model.bundle.Bundle.answer), from the experts'
     raw answers: calibrated single modalities, and the fused view as `fusion` says."""
     temps = {v: c["temperature"] for v, c in (calibration.get("views") or {}).items()}
     out = {v: {"y": y, "p": apply_temperature(p, temps.get(v, 1.0))} for v, (y, p) in views.items()}
@@ -147,8 +131,8 @@ def _served_real(real: dict[str, np.ndarray], sess, head_sess, mask: np.ndarray,
 
 
 def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: AudioHead) -> Classifiers:
-    from ..calibrate import calibrate_views
-    from ..late_fusion import late_fusion
+    from trainer.fusion.calibrate import calibrate_views
+    from trainer.fusion.late import late_fusion
 
     mask, te, cfg = selection.mask, pairs.data["test"], ctx.cfg
     va = speaker_disjoint(pairs.data["val"])

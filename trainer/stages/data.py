@@ -1,5 +1,5 @@
 """Stage `data`: the corpora under --data, filtered to the label set, capped by the recipe,
-split speaker-independently (trainer/splits.py)."""
+split speaker-independently (trainer/data/splits.py)."""
 from __future__ import annotations
 
 import logging
@@ -9,9 +9,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..data import Sample, discover_corpora, load_corpus, map_label
-from ..splits import split_of
-from . import SPLITS, BuildContext
+from trainer.data import Sample, discover_corpora, load_corpus, map_label
+from trainer.data.splits import split_of
+from trainer.stages import SPLITS, BuildContext
 
 log = logging.getLogger("trainer")
 

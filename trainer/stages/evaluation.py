@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluate import metrics
-from ..pairs import FacePool
-from ..plots import confusion_figure, reliability_figure, roc_figure
-from . import SPLITS, BuildContext
-from .audio import AudioFeatures
-from .classifiers import CLASSIFIERS, Classifiers, fit_classifier
-from .data import Corpora
-from .faces import FaceFeatures
-from .fusion import Pairs
-from .selection import Selection
+from trainer.fusion.pairs import FacePool
+from trainer.report.metrics import metrics
+from trainer.report.plots import confusion_figure, reliability_figure, roc_figure
+from trainer.stages import SPLITS, BuildContext
+from trainer.stages.audio import AudioFeatures
+from trainer.stages.classifiers import CLASSIFIERS, Classifiers, fit_classifier
+from trainer.stages.data import Corpora
+from trainer.stages.faces import FaceFeatures
+from trainer.stages.fusion import Pairs
+from trainer.stages.selection import Selection
 
 
 @dataclass
@@ -80,7 +80,7 @@ def write_figures(stage: Path, clfs: Classifiers, classes: list[str]) -> list[st
 
 def _paper_protocol(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures, faces: FaceFeatures,
                     selection: Selection, encoders) -> dict[str, Any]:
-    from ..leaky import paper_protocol
+    from trainer.report.paper_protocol import paper_protocol
 
     r, mask, layout = ctx.recipe, selection.mask, ctx.cfg.layout()
 

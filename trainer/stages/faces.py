@@ -9,15 +9,14 @@ from typing import Any
 import numpy as np
 
 from service.pipeline.visual import resnet_input, thumbnails
-
-from ..evaluate import metrics
-from ..export import ExportResult, export_onnx, ort_ms_per_item
-from ..face_backbone import load_faces, ordered_faces, trained_backbone
-from ..face_training import FaceRecipe, predict_faces
-from ..peer import peer_face_probs
-from . import SPLITS, BuildContext, log, stage_output
-from .audio import train_autoencoder
-from .data import Corpora
+from trainer.export import ExportResult, export_onnx, ort_ms_per_item
+from trainer.face.backbone import load_faces, ordered_faces, trained_backbone
+from trainer.face.peer import peer_face_probs
+from trainer.face.training import FaceRecipe, predict_faces
+from trainer.report.metrics import metrics
+from trainer.stages import SPLITS, BuildContext, log, stage_output
+from trainer.stages.audio import train_autoencoder
+from trainer.stages.data import Corpora
 
 
 @stage_output
@@ -47,8 +46,8 @@ def _train_resnet50(ctx: BuildContext, corpora: Corpora, crops: dict[str, np.nda
     """The paper's ImageNet layout (keras ResNet-50), from scratch or from --resnet-weights."""
     import keras
 
-    from ..models import build_resnet50
-    from .classifiers import class_weights, epoch_log
+    from trainer.models import build_resnet50
+    from trainer.models.fitting import class_weights, epoch_log
 
     r, cfg, weights = ctx.recipe, ctx.cfg, ctx.opts.resnet_weights
     steps = max(1, r.resnet_epochs * -(-len(crops["train"]) // r.batch_size))
@@ -119,12 +118,12 @@ def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
 @stage_output
 @dataclass
 class FaceDetector:
-    export: ExportResult                 # a trainer.detector.DetectorExport (both outputs, licence, source)
+    export: ExportResult                 # a trainer.face.detector.DetectorExport (both outputs, licence, source)
 
 
 def face_detector(ctx: BuildContext) -> FaceDetector:
-    """BlazeFace (MediaPipe, Apache-2.0) converted to ONNX and checked against TFLite (trainer/detector.py)."""
-    from ..detector import DEFAULT_CACHE, export_face_detector
+    """BlazeFace (MediaPipe, Apache-2.0) converted to ONNX and checked against TFLite (trainer/face/detector.py)."""
+    from trainer.face.detector import DEFAULT_CACHE, export_face_detector
 
     cache = ctx.opts.cache_dir.parent / "detector" if ctx.opts.cache_dir else DEFAULT_CACHE
     return FaceDetector(export_face_detector(ctx.staging, cache_dir=cache))
@@ -141,8 +140,8 @@ class FaceFeatures:
 
 def _variant_features(crops: np.ndarray, ctx: BuildContext, encoders, split: str) -> np.ndarray:
     """[n, V, D] features of V video-like variants of each face (variant 0: the face itself)."""
-    from ..face_variants import all_variants
-    from ..features import image_features
+    from trainer.face.variants import all_variants
+    from trainer.features import image_features
 
     v = max(1, ctx.recipe.face_variants)
     variants = all_variants(crops, v, ctx.recipe.seed + SPLITS.index(split))

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..features import video_sequences
-from ..pairs import FacePool, build_pairs
-from . import SPLITS, BuildContext, stage_output
-from .audio import AudioFeatures
-from .data import Corpora
-from .faces import FaceFeatures
+from trainer.features import video_sequences
+from trainer.fusion.pairs import FacePool, build_pairs
+from trainer.stages import SPLITS, BuildContext, stage_output
+from trainer.stages.audio import AudioFeatures
+from trainer.stages.data import Corpora
+from trainer.stages.faces import FaceFeatures
 
 
 @stage_output

@@ -1,4 +1,4 @@
-"""Stage `publish`: the typed manifest (service/manifest.py), metrics.json and report.md,
+"""Stage `publish`: the typed manifest (service/model/manifest.py), metrics.json and report.md,
 then the staged bundle renamed into place (never over a bundle unless --force)."""
 from __future__ import annotations
 
@@ -8,17 +8,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from service.manifest import Calibration, FeatureLayout, FeatureMask, Fusion, Manifest, Provenance
-
-from .. import __version__
-from ..export import ExportResult
-from ..report import write_report
-from . import BuildContext, log
-from .classifiers import Classifiers
-from .data import Corpora
-from .evaluation import Evaluation
-from .faces import FaceBackbone, FaceFeatures
-from .selection import Selection
+from service.model.manifest import Calibration, FeatureLayout, FeatureMask, Fusion, Manifest, Provenance
+from trainer import __version__
+from trainer.export import ExportResult
+from trainer.report.writer import write_report
+from trainer.stages import BuildContext, log
+from trainer.stages.classifiers import Classifiers
+from trainer.stages.data import Corpora
+from trainer.stages.evaluation import Evaluation
+from trainer.stages.faces import FaceBackbone, FaceFeatures
+from trainer.stages.selection import Selection
 
 FUSION_TRAINING = ("pseudo-pairs: each audio clip paired with one face image of the same emotion from the same "
                    "split, shown as K video-like variants (no audio-visual corpus available), plus real audio-visual "
@@ -55,7 +54,7 @@ def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, Export
         fusion=Fusion.model_validate(clfs.late_fusion.get("served") or {}),
         provenance=Provenance(profile=ctx.opts.profile, data_dir=str(ctx.opts.data_dir),
                               samples_per_split=corpora.counts,
-                              splits="speaker-independent: see trainer/splits.py", fusion_training=FUSION_TRAINING,
+                              splits="speaker-independent: see trainer/data/splits.py", fusion_training=FUSION_TRAINING,
                               options=_options(ctx), build_seconds=round(time.perf_counter() - ctx.started, 1)),
     )
 

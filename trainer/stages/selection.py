@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ..select import select_features
-from ..select.compare import compare_methods
-from . import BuildContext, log, stage_output
-from .fusion import Pairs
+from trainer.select import select_features
+from trainer.select.compare import compare_methods
+from trainer.stages import BuildContext, log, stage_output
+from trainer.stages.fusion import Pairs
 
 
 @stage_output

@@ -1,6 +1,6 @@
 """Stage `served_calibration`: the temperatures and late-fusion weights refitted on
 validation clips through the serving path, and the test clips scored before and after
-(trainer/served_calibration.py). It runs on the staged bundle, just before `publish`."""
+(trainer/fusion/served_calibration.py). It runs on the staged bundle, just before `publish`."""
 from __future__ import annotations
 
 import tempfile
@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.manifest import Manifest
-
-from ..served_calibration import calibrate_through_service
-from . import BuildContext, stage_output
+from service.model.manifest import Manifest
+from trainer.fusion.served_calibration import calibrate_through_service
+from trainer.stages import BuildContext, stage_output
 
 
 @stage_output
