@@ -13,6 +13,7 @@ from conftest import corpus_dir
 
 from trainer.data import (
     BASIC7,
+    EVALUATION_ONLY,
     PAPER3,
     Sample,
     discover_corpora,
@@ -25,8 +26,10 @@ from trainer.data import (
     load_ravdess,
     load_savee,
     load_tess,
+    load_urdu,
     map_label,
 )
+from trainer.data.splits import split_of
 
 
 def by(samples, *fields):
@@ -117,8 +120,6 @@ def test_real_rafdb():
 
 
 def test_rafdb_splits_are_carved_from_train():
-    from trainer.data.splits import split_of
-
     counts = by([type("S", (), {"split": split_of(s)})() for s in load_rafdb(corpus_dir("rafdb"))], "split")
     assert counts["train"] > 0.75 * 12271 and 0.08 * 12271 < counts["val"] < 0.12 * 12271
     assert 0.08 * 12271 < counts["test"] < 0.12 * 12271
@@ -133,10 +134,32 @@ def test_real_cremad():
     assert {(s.speaker, s.modality, s.group) for s in samples} == {("cremad:1001", "video", "DFA")}
 
 
+URDU_SPEAKERS = """
+SF1:12 SF2:2 SF3:2 SF4:4 SF5:4 SF6:14 SF7:6 SF8:2 SF9:4 SF10:2 SF11:4 SM1:22 SM2:28 SM3:12 SM4:48 SM5:80
+SM6:14 SM7:28 SM17:2 SM18:2 SM19:2 SM20:10 SM21:4 SM22:2 SM23:6 SM24:38 SM25:40 SM26:2 SM27:4
+"""
+
+
+def test_real_urdu():
+    samples = load_urdu(corpus_dir("urdu"))
+    check_common(samples, "urdu")
+    assert len(samples) == 400
+    assert by(samples, "label") == {"angry": 100, "happy": 100, "neutral": 100, "sad": 100}
+    # speaker = the file name's first field: 29 ids (11 female, 18 male)
+    expected = {f"urdu:{k}": int(v) for k, v in (item.split(":") for item in URDU_SPEAKERS.split())}
+    assert len(expected) == 29 and by(samples, "speaker") == expected
+    assert by(samples, "modality") == {"audio": 400} and by(samples, "split") == {None: 400}
+    (first,) = [s for s in samples if s.path.name == "SM1_F10_A010.flac"]
+    assert (first.path.parent.name, first.label, first.speaker) == ("Angry", "angry", "urdu:SM1")
+    # evaluation only: every clip is test, none train or val
+    assert "urdu" in EVALUATION_ONLY and {split_of(s) for s in samples} == {"test"}
+
+
 def test_discover_real(data_dir):
     assert discover_corpora(data_dir) == {
         "ravdess": data_dir / "ravdess", "tess": data_dir / "tess", "cremad": data_dir / "cremad_av",
-        "fer2013": data_dir / "fer2013", "ckplus": data_dir / "ckplus48", "rafdb": data_dir / "rafdb"}
+        "fer2013": data_dir / "fer2013", "ckplus": data_dir / "ckplus48", "rafdb": data_dir / "rafdb",
+        "urdu": data_dir / "urdu"}
 
 
 # ---------------------------------------------------------------- published layouts, generated
@@ -256,6 +279,64 @@ def test_ckplus_drops_contempt(tmp_path):
         ("s999_001_00000001.png", "surprised", "ckplus:S999", "image", None)]
 
 
+def test_urdu_published_layout(tmp_path):
+    make(tmp_path, *(f"URDU-Dataset/{f}" for f in (
+        "Angry/SM1_F10_A010.wav", "Angry/SM1_F10_A010.flac",  # the same clip twice: counted once
+        "Happy/SF1_F10_H010.wav", "Neutral/SF9_F1_N01.flac", "sad/sm27_f2_s100.WAV",
+        "Sad/._SF10_F1_S01.wav",  # macOS resource fork
+        "Sad/SF10_F1.wav", "Sad/notes.txt", "Angry/SM1_F10_A010.mp3", "README.md")))
+    samples = load_urdu(tmp_path)
+    check_common(samples, "urdu")
+    assert rows(samples, tmp_path, "label", "speaker", "modality", "split", "group") == [
+        ("URDU-Dataset/Angry/SM1_F10_A010.flac", "angry", "urdu:SM1", "audio", None, None),
+        ("URDU-Dataset/Happy/SF1_F10_H010.wav", "happy", "urdu:SF1", "audio", None, None),
+        ("URDU-Dataset/Neutral/SF9_F1_N01.flac", "neutral", "urdu:SF9", "audio", None, None),
+        ("URDU-Dataset/sad/sm27_f2_s100.WAV", "sad", "urdu:SM27", "audio", None, None)]
+    # found by its published name, and by its layout under another name
+    assert discover_corpora(tmp_path) == {"urdu": tmp_path / "URDU-Dataset"}
+    make(tmp_path, "other/talks/Happy/SM4_F3_H07.flac", "other/talks/Happy/x.flac")
+    assert discover_corpora(tmp_path / "other") == {"urdu": tmp_path / "other/talks"}
+    # the label comes from the emotion folder, else from the code letter
+    make(tmp_path, "flat/SM2_F1_N02.wav", "flat/SM2_F2_A03.wav")
+    assert rows(load_urdu(tmp_path / "flat"), tmp_path / "flat", "label") == [
+        ("SM2_F1_N02.wav", "neutral"), ("SM2_F2_A03.wav", "angry")]
+
+
+def test_evaluation_only_corpora_are_never_trained_on(tmp_path, caplog):
+    """trainer.stages.data: a build leaves URDU out, found or named in the recipe."""
+    from types import SimpleNamespace
+
+    from trainer.stages.data import load_samples, training_corpora
+
+    make(tmp_path, "urdu/Angry/SM1_F10_A010.wav", "urdu/Sad/SF10_F1_S01.wav",
+         "ravdess/Actor_01/03-01-05-01-01-01-01.wav", "tess/OAF_sad/OAF_back_sad.wav")
+    found = discover_corpora(tmp_path)
+    assert set(found) == {"ravdess", "tess", "urdu"}
+    assert training_corpora(found) == ["ravdess", "tess"]
+    assert training_corpora(found, ("urdu", "ravdess")) == ["ravdess"]
+    assert training_corpora(found, ("urdu",)) == []
+
+    def ctx(corpora=()):
+        return SimpleNamespace(opts=SimpleNamespace(data_dir=tmp_path, label_set="basic7"),
+                               recipe=SimpleNamespace(corpora=corpora))
+
+    with caplog.at_level("INFO", logger="trainer"):
+        samples = load_samples(ctx())
+    assert {s.corpus for s in samples} == {"ravdess", "tess"} and len(samples) == 2
+    assert "evaluation-only corpora left out of the build: urdu" in caplog.text
+    assert {s.corpus for s in load_samples(ctx(("ravdess", "urdu")))} == {"ravdess"}
+    with pytest.raises(SystemExit, match="no corpus found"):
+        load_samples(ctx(("urdu",)))
+
+
+def test_evaluation_only_on_the_real_data(data_dir):
+    from trainer.stages.data import training_corpora
+
+    found = discover_corpora(data_dir)
+    assert "urdu" in found and "urdu" not in training_corpora(found)
+    assert training_corpora(found) == [c for c in found if c != "urdu"]
+
+
 # ---------------------------------------------------------------- label sets and discovery
 
 def test_map_label_and_filter():
@@ -323,7 +404,8 @@ def test_discover_by_layout(tmp_path):
 
 @pytest.mark.parametrize("loader, hint", [
     (load_ravdess, "03-01-05-02-01-02-12"), (load_tess, "OAF_back_angry"), (load_cremad, "1001_DFA_ANG_XX"),
-    (load_savee, "AudioData"), (load_fer2013, "public_test"), (load_ckplus, "contempt is dropped")])
+    (load_savee, "AudioData"), (load_fer2013, "public_test"), (load_ckplus, "contempt is dropped"),
+    (load_urdu, "SM1_F10_A010")])
 def test_unrecognisable_roots(tmp_path, loader, hint):
     make(tmp_path, "misc/readme.txt", "misc/song.mp3", "Actor_01/03-02-03-01-01-01-01.wav",
          "contempt/S138_008_00000007.png", "pictures/happy/im0.png")

@@ -7,9 +7,15 @@ from trainer.data.ravdess import load_ravdess
 from trainer.data.sample import Sample, filter_label_set
 from trainer.data.savee import load_savee
 from trainer.data.tess import load_tess
+from trainer.data.urdu import load_urdu
+
+# Corpora that are never trained on, only evaluated on (design §3: URDU, another language and
+# real talk-show speech): trainer.stages.data.load_samples leaves them out whatever is asked.
+EVALUATION_ONLY = frozenset({"urdu"})
 
 __all__ = [
     "BASIC7", "PAPER3", "LABEL_SETS", "map_label", "label_from_word", "Sample", "filter_label_set",
     "load_ravdess", "load_tess", "load_cremad", "load_savee", "load_fer2013", "load_ckplus", "load_rafdb",
+    "load_urdu", "EVALUATION_ONLY",
     "LOADERS", "discover_corpora", "load_corpus",
 ]

@@ -7,7 +7,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable
 
-from trainer.data import cremad, ravdess, savee, tess
+from trainer.data import cremad, ravdess, savee, tess, urdu
 from trainer.data.images import CKPLUS_RE, RAFDB_RE, fer_split, load_ckplus, load_fer2013, load_rafdb
 from trainer.data.labels import label_from_word
 from trainer.data.sample import Sample
@@ -15,6 +15,7 @@ from trainer.data.sample import Sample
 LOADERS: dict[str, Callable[[Path], list[Sample]]] = {
     "ravdess": ravdess.load_ravdess, "tess": tess.load_tess, "cremad": cremad.load_cremad,
     "savee": savee.load_savee, "fer2013": load_fer2013, "ckplus": load_ckplus, "rafdb": load_rafdb,
+    "urdu": urdu.load_urdu,  # evaluation only (trainer.data.EVALUATION_ONLY)
 }
 
 # Folder names (lower-case) of a corpus root: ours (../shared/data) and the published ones.
@@ -26,6 +27,7 @@ _NAMES = {
     "fer2013": r"fer-?_?2013",
     "ckplus": r"ck(\+|plus)(48)?",
     "rafdb": r"raf-?_?db.*",
+    "urdu": r"urdu([-_ ]?dataset)?([-_ ]?master)?",
 }
 _MAX_DEPTH = 3  # data_root, its children, ... down to great-grandchildren
 
@@ -72,6 +74,8 @@ def _layout(d: Path) -> set[str]:
         found.add("fer2013")
     if any(label_from_word(s.name) and _any(s, CKPLUS_RE) for s in subs):
         found.add("ckplus")
+    if any(label_from_word(s.name) and _any(s, urdu.FILE_RE) for s in subs):
+        found.add("urdu")
     return found
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from trainer.data import Sample
+from trainer.data import EVALUATION_ONLY, Sample
 
 # RAVDESS: a fixed held-out group of 4 of the 20 shared actors (2 male, 2 female), 2 for validation.
 RAVDESS_TEST = {"17", "18", "19", "20"}
@@ -29,6 +29,8 @@ def _by_bucket(key: str, test_pct: int = 20, val_pct: int = 10) -> str:
 
 def split_of(s: Sample) -> str:
     ident = s.speaker.split(":", 1)[-1]
+    if s.corpus in EVALUATION_ONLY:  # URDU: never trained on, every clip is test
+        return "test"
     if s.corpus == "ravdess":
         return "test" if ident in RAVDESS_TEST else "val" if ident in RAVDESS_VAL else "train"
     if s.corpus == "tess":  # two speakers only: hold out words instead (group = word)

@@ -1,15 +1,16 @@
-"""Stage `data`: the corpora under --data, filtered to the label set, capped by the recipe,
-split speaker-independently (trainer/data/splits.py)."""
+"""Stage `data`: the corpora under --data (never an evaluation-only one: URDU), filtered to the
+label set, capped by the recipe, split speaker-independently (trainer/data/splits.py)."""
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from trainer.data import Sample, discover_corpora, load_corpus, map_label
+from trainer.data import EVALUATION_ONLY, Sample, discover_corpora, load_corpus, map_label
 from trainer.data.splits import split_of
 from trainer.stages import SPLITS, BuildContext
 
@@ -28,13 +29,23 @@ class Corpora:
         return np.array([index[map_label(s.label, ctx.opts.label_set)] for s in samples], dtype=np.int64)
 
 
+def training_corpora(found: dict[str, Path], wanted: Sequence[str] = ()) -> list[str]:
+    """The corpora a build loads: those of `wanted` (empty: every one found) that were found,
+    never an evaluation-only one (trainer.data.EVALUATION_ONLY: URDU), even when named."""
+    wanted = tuple(wanted) or tuple(found)
+    left_out = sorted(c for c in wanted if c in found and c in EVALUATION_ONLY)
+    if left_out:
+        log.info("evaluation-only corpora left out of the build: %s", ", ".join(left_out))
+    return [c for c in wanted if c in found and c not in EVALUATION_ONLY]
+
+
 def load_samples(ctx: BuildContext) -> list[Sample]:
     found = discover_corpora(ctx.opts.data_dir)
     wanted = ctx.recipe.corpora or tuple(found)
     missing = [c for c in wanted if c not in found]
     if missing:
         log.warning("corpora not found under %s: %s", ctx.opts.data_dir, ", ".join(missing))
-    samples = [s for c in wanted if c in found for s in load_corpus(c, found[c])]
+    samples = [s for c in training_corpora(found, wanted) for s in load_corpus(c, found[c])]
     if not samples:
         raise SystemExit(f"no corpus found under {ctx.opts.data_dir}")
     return [s for s in samples if map_label(s.label, ctx.opts.label_set) is not None]

@@ -20,9 +20,9 @@ import os
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from service.pipeline import audio, audio_frames, media
 from service.pipeline.config import PipelineConfig
 from trainer.cache import FeatureCache, file_key
 from trainer.data import Sample
+from trainer.voice.augment import Augment, augmented
 
 _PARAMS = ("sample_rate", "n_mfcc", "n_fft", "win_length", "hop_length", "n_mels", "audio_features")
 _VERSION = "audio-frames-v1"
@@ -171,6 +172,44 @@ def coded_utterances(samples: Sequence[Sample], frames_cfg: PipelineConfig, cfg:
     with ThreadPoolExecutor(max_workers=2) as pool:  # ffmpeg runs as child processes
         coded = list(pool.map(lambda s: codec_frame_features(s, frames_cfg, cache, codec), samples))
     return np.stack([utterance_vector(f.features, f.active(cfg), cfg) for f in coded])
+
+
+# ----------------------------------------------------------------------------- augmented copies
+
+def decoded_signal(sample: Sample, sample_rate: int, timeout_s: float = 60.0) -> np.ndarray:
+    """The whole decoded signal of a corpus file (float32 mono at `sample_rate`), as the service decodes it."""
+    blocks = _direct_blocks(sample.path, sample_rate)
+    if blocks is None:
+        blocks = media.stream_audio(sample.path, sample_rate, timeout_s, formats=None, block_s=_BLOCK_S)
+    parts = list(blocks)
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+def transformed_frame_features(sample: Sample, cfg: PipelineConfig, cache: FeatureCache, name: str,
+                               transform: Callable[[np.ndarray, int], np.ndarray]) -> AudioFrames:
+    """`frame_features` of `transform(signal, sample_rate)` of the decoded file, fed to the
+    serving accumulator in the service's block size; cached under `name`, which must say
+    everything the transform does (its parameters and seed)."""
+    key = FeatureCache.key(_cache_key(sample, cfg), "transformed-v1", name)
+
+    def compute() -> dict[str, np.ndarray]:
+        y = transform(decoded_signal(sample, cfg.sample_rate), cfg.sample_rate)
+        acc = audio.AudioAccumulator(cfg)
+        block = int(_BLOCK_S * cfg.sample_rate)
+        for a in range(0, len(y), block):
+            acc.feed(y[a:a + block])
+        return _pack(acc.finish(), cfg)
+
+    return AudioFrames.unpack(cache.get("audio_frames", key, compute))
+
+
+def augmented_frame_features(sample: Sample, cfg: PipelineConfig, cache: FeatureCache, seed: int,
+                             aug: Augment | None = None) -> AudioFrames:
+    """`frame_features` of one augmented copy of `sample` (`trainer.voice.augment.augmented`
+    with `seed`); cached."""
+    aug = aug or Augment()
+    return transformed_frame_features(sample, cfg, cache, f"augment-v1 {seed} {sorted(asdict(aug).items())}",
+                                      lambda x, sr: augmented(x, sr, seed, aug))
 
 
 # ----------------------------------------------------------------------------- encoder

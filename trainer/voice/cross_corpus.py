@@ -1,0 +1,191 @@
+"""Audio-only figures across corpora and framings, to choose the voice expert's recipe on more
+than one corpus (in process, on the pipeline's own features; bench/heldout_eval.py measures
+the chosen bundle through a real server).
+
+Each variant trains the audio head's MLPs on the utterance statistics of its training clips
+and is scored on:
+- `in-corpus`: RAVDESS validation actors (15-16), trained on actors 1-14 (+ TESS, as the build);
+- `framing`: the same validation clips re-framed (`trainer.voice.augment.reframed`: trim2s, cut,
+  pad, late), against the clips as recorded;
+- `loco TESS`: trained without TESS, scored on all of TESS (two voices never heard);
+- `CREMA-D`: the six real CREMA-D clips (one actor, never heard);
+- `urdu`: natural Urdu speech (evaluation only: reported, never chosen on), answered label
+  over the 7 classes and restricted to its 4.
+`--split test` trains on actors 1-16 and scores actors 17-20 instead of 15-16 (final figures).
+
+    python -m trainer.voice.cross_corpus --variants plain,aug4 [--split val]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from service.model.calibration import expected_calibration_error
+from service.pipeline.config import PipelineConfig
+from trainer.cache import FeatureCache
+from trainer.data import BASIC7, Sample, discover_corpora, load_corpus
+from trainer.data.splits import RAVDESS_TEST, RAVDESS_VAL, split_of
+from trainer.paths import CACHE_DIR, DATA_DIR, REPO_ROOT
+from trainer.voice.augment import Augment, reframed
+from trainer.voice.features import (
+    AudioFrames,
+    augmented_frame_features,
+    coded_utterances,
+    frame_features,
+    train_utterance_classifier,
+    transformed_frame_features,
+    utterance_vector,
+)
+
+log = logging.getLogger("trainer.voice")
+FRAMINGS = ("trim2s", "cut", "pad", "late")
+URDU4 = ("neutral", "happy", "sad", "angry")
+
+
+@dataclass(frozen=True)
+class Variant:
+    copies: int = 0                     # augmented copies of each training clip
+    aug: Augment = field(default_factory=Augment)
+    codecs: tuple[str, ...] = ("mp3_160k", "mp3_64k")
+    tess_every: int = 4
+    members: int = 2
+
+
+VARIANTS: dict[str, Variant] = {
+    "plain": Variant(),
+    "aug2": Variant(copies=2),
+    "aug4": Variant(copies=4),
+    "aug4_nocodec": Variant(copies=4, codecs=()),
+    "aug4_tess_all": Variant(copies=4, tess_every=1),
+}
+
+
+def bundle_config(bundle: Path = REPO_ROOT / "models" / "default") -> PipelineConfig:
+    return PipelineConfig.from_dict(json.loads((bundle / "manifest.json").read_text())["preprocessing"])
+
+
+def vectors(samples: Sequence[Sample], cfg: PipelineConfig, frames_of: Callable[[Sample], AudioFrames]) -> np.ndarray:
+    out = []
+    for s in samples:
+        f = frames_of(s)
+        out.append(utterance_vector(f.features, f.active(cfg), cfg))
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, cfg.utterance_dim), np.float32)
+
+
+def scores(p: np.ndarray, y: np.ndarray, classes: Sequence[str] = BASIC7, restrict: Sequence[str] | None = None) -> dict:
+    pred = p.argmax(1)
+    out = {"n": int(len(y)), "accuracy": float((pred == y).mean()),
+           "uar": float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)])),
+           "wrong_above_0.9": int(((pred != y) & (p.max(1) > 0.9)).sum()),
+           "ece": float(expected_calibration_error(y, p)),
+           "answered": {classes[c]: int((pred == c).sum()) for c in np.unique(pred)}}
+    if restrict:
+        idx = [list(classes).index(c) for c in restrict]
+        out["accuracy_restricted"] = float((np.asarray(idx)[p[:, idx].argmax(1)] == y).mean())
+    return out
+
+
+class Study:
+    def __init__(self, data: Path, cache: Path, split: str):
+        self.cfg = bundle_config()
+        self.cache = FeatureCache(cache)
+        found = discover_corpora(data)
+        self.corpora = {c: load_corpus(c, found[c]) for c in ("ravdess", "tess", "cremad", "urdu") if c in found}
+        held = RAVDESS_VAL if split == "val" else RAVDESS_TEST
+        rav = [s for s in self.corpora["ravdess"] if s.modality == "audio"]
+        actor = lambda s: s.speaker.split(":")[1]  # noqa: E731
+        # val: actors 1-14 -> 15-16; test: 1-16 -> 17-20
+        self.rav_train = [s for s in rav if actor(s) not in RAVDESS_TEST | held]
+        self.rav_held = [s for s in rav if actor(s) in held]
+        self.tess = self.corpora.get("tess", [])
+        self.tess_train = [s for s in self.tess if split_of(s) == "train"]
+        self.index = {c: i for i, c in enumerate(BASIC7)}
+
+    def y(self, samples: Sequence[Sample]) -> np.ndarray:
+        return np.array([self.index[s.label] for s in samples])
+
+    def plain(self, samples: Sequence[Sample]) -> np.ndarray:
+        return vectors(samples, self.cfg, lambda s: frame_features(s, self.cfg, self.cache))
+
+    def training_set(self, v: Variant, with_tess: bool) -> tuple[np.ndarray, np.ndarray]:
+        tess = self.tess_train[:: v.tess_every] if with_tess and v.tess_every else []
+        clips = self.rav_train + tess
+        xs, ys = [self.plain(clips)], [self.y(clips)]
+        for codec in v.codecs:
+            xs.append(coded_utterances(clips, self.cfg, self.cfg, self.cache, codec))
+            ys.append(self.y(clips))
+        for k in range(v.copies):
+            xs.append(vectors(clips, self.cfg, lambda s, k=k: augmented_frame_features(
+                s, self.cfg, self.cache, seed=zlib.crc32(f"{s.path.name} {k}".encode()), aug=v.aug)))
+            ys.append(self.y(clips))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    def head(self, x: np.ndarray, y: np.ndarray, v: Variant):
+        members = [train_utterance_classifier(x, y, len(BASIC7), seed=i, name=f"mlp{i}") for i in range(v.members)]
+        return lambda z: np.mean([m.predict(z, verbose=0, batch_size=512) for m in members], axis=0)
+
+    def run(self, name: str, v: Variant) -> dict:
+        t0 = time.perf_counter()
+        out: dict = {"variant": name}
+        predict = self.head(*self.training_set(v, with_tess=True), v)
+        held_y = self.y(self.rav_held)
+        out["in-corpus"] = scores(predict(self.plain(self.rav_held)), held_y)
+        for how in FRAMINGS:
+            x = vectors(self.rav_held, self.cfg, lambda s, how=how: transformed_frame_features(
+                s, self.cfg, self.cache, f"reframed {how} 0", lambda sig, sr: reframed(sig, sr, how, 0)))
+            out[f"framing {how}"] = scores(predict(x), held_y)
+        if "cremad" in self.corpora:
+            cre = self.corpora["cremad"]
+            out["CREMA-D"] = scores(predict(self.plain(cre)), self.y(cre))
+        if "urdu" in self.corpora:
+            urdu = self.corpora["urdu"]
+            out["urdu"] = scores(predict(self.plain(urdu)), self.y(urdu), restrict=URDU4)
+        if self.tess:
+            loco = self.head(*self.training_set(v, with_tess=False), v)
+            out["loco TESS"] = scores(loco(self.plain(self.tess)), self.y(self.tess))
+        out["minutes"] = round((time.perf_counter() - t0) / 60, 1)
+        return out
+
+
+def table(rows: list[dict]) -> str:
+    cols = ["in-corpus", *(f"framing {h}" for h in FRAMINGS), "loco TESS", "CREMA-D", "urdu"]
+    lines = ["| variant | " + " | ".join(cols) + " | urdu (4) | urdu wrong > 0.9 |",
+             "|" + "---|" * (len(cols) + 3)]
+    for r in rows:
+        cells = [f"{r[c]['accuracy']:.3f}" if c in r else "" for c in cols]
+        u = r.get("urdu", {})
+        lines.append(f"| {r['variant']} | " + " | ".join(cells) +
+                     f" | {u.get('accuracy_restricted', float('nan')):.3f} | {u.get('wrong_above_0.9', '')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m trainer.voice.cross_corpus", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA_DIR)
+    ap.add_argument("--cache", type=Path, default=CACHE_DIR / "features")
+    ap.add_argument("--split", choices=("val", "test"), default="val")
+    ap.add_argument("--variants", default="plain,aug4")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "voice_cross_corpus.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    study = Study(args.data, args.cache, args.split)
+    rows = []
+    for name in args.variants.split(","):
+        rows.append(study.run(name, VARIANTS[name]))
+        log.info("%s", json.dumps(rows[-1]))
+        print(table(rows), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
