@@ -71,9 +71,18 @@ def checkpoint_dir(cache_root: Path, recipe: FaceRecipe, classes: list[str], tra
     return cache_root / "face_backbone" / key[:16]
 
 
+def checkpoint_file(cache_root: Path, recipe: FaceRecipe, classes: list[str], samples: dict[str, list[Sample]]) -> Path:
+    """The file that holds a schedule's weights: its checkpoint in the cache, else its committed copy."""
+    where = checkpoint_dir(cache_root, recipe, classes, ordered_faces(samples["train"]), ordered_faces(samples["val"]))
+    return _Checkpoint(where, COMMITTED / f"{where.name}.npz").source() or where / "state.npz"
+
+
 def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cache: FeatureCache,
-                     cache_root: Path, recipe: FaceRecipe, classes: list[str], max_minutes: float | None = None):
-    """(classifier, backbone, curve) of the face ResNet, trained or resumed from its checkpoint."""
+                     cache_root: Path, recipe: FaceRecipe, classes: list[str], max_minutes: float | None = None,
+                     init_weights: Path | None = None):
+    """(classifier, backbone, curve) of the face ResNet, trained or resumed from its checkpoint.
+    A fine-tuning recipe (`init_from`) starts from `init_weights` (default: the committed
+    checkpoint named `init_from`)."""
     train, val = ordered_faces(samples["train"]), ordered_faces(samples["val"])
     tx, ty = load_faces(train, cfg, cache, classes)
     vx, vy = load_faces(val, cfg, cache, classes)
@@ -88,7 +97,8 @@ def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cach
     return train_face_backbone(tx, ty, vx, vy, len(classes), recipe, where, pixel_mean=cfg.pixel_mean,
                                pixel_std=cfg.pixel_std, max_minutes=max_minutes,
                                seed_checkpoint=COMMITTED / f"{where.name}.npz", extends_from=extends_from,
-                               init_weights=COMMITTED / f"{recipe.init_from}.npz" if recipe.init_from else None)
+                               init_weights=init_weights or (COMMITTED / f"{recipe.init_from}.npz"
+                                                             if recipe.init_from else None))
 
 
 def classifier_from_checkpoint(file: Path, n_classes: int, recipe: FaceRecipe | None = None):

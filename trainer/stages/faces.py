@@ -3,14 +3,14 @@ and exported to ONNX) and `face_features` (crops of every split through the expo
 backbone, and the frame autoencoder of summary-frame selection)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from service.pipeline.visual import resnet_input, thumbnails
 from trainer.export import ExportResult, export_onnx, ort_ms_per_item
-from trainer.face.backbone import load_faces, ordered_faces, trained_backbone
+from trainer.face.backbone import checkpoint_file, load_faces, ordered_faces, trained_backbone
 from trainer.face.peer import peer_face_probs
 from trainer.face.training import FaceRecipe, predict_faces
 from trainer.report.metrics import metrics
@@ -32,14 +32,24 @@ class FaceBackbone:
 
 
 def _train_face_resnet(ctx: BuildContext, corpora: Corpora):
+    """The base schedule on `face_base_corpora` (FER2013 + CK+: the committed checkpoints),
+    then, with `face_finetune_epochs`, a fine-tuning schedule on every face corpus from its
+    weights (RAF-DB's real-world photos beside FER2013's grey crops)."""
     r = ctx.recipe
-    recipe = FaceRecipe.for_this_cpu(image_size=ctx.cfg.image_size, epochs=r.face_epochs, seed=r.seed,
-                                     batch_size=FaceRecipe.batch_size, restarts=tuple(r.face_restarts))
+    base = FaceRecipe.for_this_cpu(image_size=ctx.cfg.image_size, epochs=r.face_epochs, seed=r.seed,
+                                   batch_size=FaceRecipe.batch_size, restarts=tuple(r.face_restarts))
     samples = {k: ordered_faces(corpora.faces[k]) for k in ("train", "val")}
     root = ctx.opts.cache_dir.parent if ctx.opts.cache_dir else ctx.staging / ".face_backbone"
-    clf, backbone, curve = trained_backbone(samples, ctx.cfg, ctx.cache, root, recipe, ctx.classes,
-                                            max_minutes=r.face_run_minutes)
-    return clf, backbone, curve
+    if not r.face_finetune_epochs:
+        return trained_backbone(samples, ctx.cfg, ctx.cache, root, base, ctx.classes, max_minutes=r.face_run_minutes)
+    base_samples = {k: [s for s in v if s.corpus in r.face_base_corpora] for k, v in samples.items()}
+    trained_backbone(base_samples, ctx.cfg, ctx.cache, root, base, ctx.classes, max_minutes=r.face_run_minutes)
+    start = checkpoint_file(root, base, ctx.classes, base_samples)
+    tune = replace(base, epochs=r.face_finetune_epochs, restarts=(), peak_lr=r.face_finetune_lr, warmup_epochs=1,
+                   init_from=start.parent.name if start.name == "state.npz" else start.stem,
+                   lowres_prob=r.face_lowres_prob)
+    return trained_backbone(samples, ctx.cfg, ctx.cache, root, tune, ctx.classes, max_minutes=r.face_run_minutes,
+                            init_weights=start)
 
 
 def _train_resnet50(ctx: BuildContext, corpora: Corpora, crops: dict[str, np.ndarray], y: dict[str, np.ndarray]):
