@@ -17,7 +17,9 @@ from trainer.fusion.served_calibration import apply as apply_served
 from trainer.recipe import BuildOptions
 from trainer.stages import BuildContext, run_stage
 from trainer.stages.audio import audio_encoder, audio_features
+from trainer.stages.audio_domain import audio_domain
 from trainer.stages.audio_head import audio_head
+from trainer.stages.face_head import face_head
 from trainer.stages.classifiers import classifiers
 from trainer.stages.data import prepare_data
 from trainer.stages.evaluation import evaluation
@@ -73,12 +75,16 @@ def _stages(ctx: BuildContext) -> Path:
     encoders = sessions(audio_enc.export, backbone.export, faces.frame_encoder, detector.export)
     fused = run_stage(ctx, "pairs", pairs, corpora, audio, faces, encoders)
     head = run_stage(ctx, "audio_head", audio_head, corpora, audio)
+    domain = run_stage(ctx, "audio_domain", audio_domain, corpora, audio, head)
+    fhead = run_stage(ctx, "face_head", face_head, backbone, faces)
     selection = run_stage(ctx, "feature_selection", feature_selection, fused)
-    clfs = run_stage(ctx, "classifiers", classifiers, fused, selection, head)
+    clfs = run_stage(ctx, "classifiers", classifiers, fused, selection, head, fhead)
     ev = run_stage(ctx, "evaluation", evaluation, corpora, audio, faces, fused, selection, clfs, encoders)
     exports = {"audio_encoder": audio_enc.export, "image_features": backbone.export,
                "frame_encoder": faces.frame_encoder, "face_detector": detector.export, **clfs.exports}
-    manifest = make_manifest(ctx, corpora, exports, backbone, faces, selection, clfs, ev)
+    if domain.export is not None:
+        exports["audio_domain"] = domain.export
+    manifest = make_manifest(ctx, corpora, exports, backbone, faces, selection, clfs, ev, domain.thresholds)
     served = run_stage(ctx, "served_calibration", served_calibration, manifest)
     if served.calibration:
         manifest = apply_served(manifest, asdict(served))

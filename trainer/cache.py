@@ -2,6 +2,7 @@
 rebuild with the same data and preprocessing skips decoding."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -12,8 +13,18 @@ import numpy as np
 
 
 def file_key(path: Path) -> dict[str, Any]:
+    """What identifies a corpus file's content: its name, size and BLAKE2b digest. Not its
+    path or modification time, which change when the same data is mounted or copied anew
+    (that once cost a full recomputation of every audio feature)."""
     st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"name": path.name, "size": st.st_size, "blake2b": _digest(str(path.resolve()), st.st_size, st.st_mtime_ns)}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """The file's digest, read once per process for as long as its size and mtime hold."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
 
 
 class FeatureCache:

@@ -89,6 +89,14 @@ class Recipe:
     audio_head_codecs: tuple[str, ...] = tunable(("mp3_160k", "mp3_64k"), "lossy round trips of each training clip "
                                                  "the audio head also trains on (trainer.voice.features.CODECS)",
                                                  quick=())
+    audio_head_augmented: int = tunable(4, "augmented copies of each training clip the audio head also trains on "
+                                           "(trainer.voice.augment.Augment: crops of the speech, padding, speed, "
+                                           "pitch, reverberation, noise, band limits, gain), so it learns emotion "
+                                           "rather than one corpus's framing and studio", quick=0)
+    audio_domain_inside_q: float = tunable(0.95, "quantile of the validation speakers' distances to the training "
+                                                 "voices up to which a voice is fully trusted (trainer/voice/domain.py)")
+    audio_domain_outside_factor: float = tunable(2.0, "a voice this many times the `inside` distance away is hardly "
+                                                      "trusted (its answer flattened to p^0.1); 0: no domain model")
     audio_head_hidden: int = tunable(256, "hidden units of each audio-head MLP")
     audio_head_epochs: int = tunable(60, "epochs of each audio-head MLP (fixed: no early stopping)", quick=10)
     fusion: str = tunable("late_weighted", "served answer when audio and face are both present: late_weighted "

@@ -34,11 +34,20 @@ class ErrorResponse(BaseModel):
 
 
 class Modalities(BaseModel):
-    audio: Literal["used", "silent", "missing"] = Field(
-        description="used; silent: an audio stream without signal; missing: no audio stream")
+    audio: Literal["used", "out_of_domain", "silent", "missing"] = Field(
+        description="used; out_of_domain: used, but the voice is unlike those the model was trained on, so its "
+                    "answer was flattened by `reliability.audio` and the face (if any) weighs more; silent: an "
+                    "audio stream without signal; missing: no audio stream")
     face: Literal["detected", "not_found", "missing"] = Field(
         description="detected; not_found: frames were used but no face was found (the frame centre stood in); "
                     "missing: no video stream (e.g. an audio file)")
+
+
+class Reliability(BaseModel):
+    audio: float | None = Field(
+        None, ge=0, le=1, description="trust in the voice: 1 for a voice like the training corpora's, down to 0.1 "
+                                      "for one far from them (its probabilities are raised to this power before "
+                                      "they are served or fused); null without a voice")
 
 
 class SummaryFrame(BaseModel):
@@ -70,6 +79,7 @@ class PredictResponse(BaseModel):
     label: str = Field(description="the most probable class")
     probabilities: Probabilities = Field(description=_PROBS)
     modalities: Modalities
+    reliability: Reliability = Field(default_factory=Reliability)
     summary_frames: list[SummaryFrame] = Field(description="the K summary frames, in time order (empty: no video)")
     duration_s: float = Field(ge=0)
     model: ModelRef
@@ -77,7 +87,8 @@ class PredictResponse(BaseModel):
         None, description="per-segment probabilities: clips longer than EMOTION_TIMELINE_AFTER_S or ?timeline=true")
     probabilities_by_modality: ModalityProbabilities | None = Field(
         None, description="each present modality's own calibrated probabilities: audio from the bundle's audio head "
-                          "(else the classifier without the face), face from the classifier without the audio; "
+                          "(else the classifier without the face), face from its face head (else the classifier "
+                          "without the audio); "
                           "null for a modality the clip does not have")
     timings_ms: dict[str, float] = Field(description="wall time per stage in ms (stages overlap)")
 

@@ -16,19 +16,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from service.model.calibration import apply_temperature, log_linear_pool
+from service.model.calibration import apply_temperature, confidence_pool, flattened, log_linear_pool, reliability
 from service.model.manifest import MANIFEST_FILE as MANIFEST
 from service.model.manifest import SCHEMA_VERSION, Artifact, Manifest, ManifestError
 from service.pipeline.config import PipelineConfig
 from service.pipeline.face_detector import BlazeFace
-from service.pipeline.fusion import modality_view, utterance_of
+from service.pipeline.fusion import face_rows, modality_view, utterance_of
 from service.settings import DEFAULT_PROVIDERS, missing_bundle_message
 
 __all__ = ["SCHEMA_VERSION", "MANIFEST", "Manifest", "Bundle", "BundleError", "load_bundle", "open_session"]
 # Roles the service needs; a bundle may carry more (e.g. the baselines).
 REQUIRED_ROLES = ("audio_encoder", "frame_encoder", "image_features", "classifier", "face_detector")
 # Served when the bundle has them (older bundles answer audio-only from the classifier).
-OPTIONAL_ROLES = ("audio_head",)
+OPTIONAL_ROLES = ("audio_head", "face_head", "audio_domain")
 SERVING_ROLES = REQUIRED_ROLES + OPTIONAL_ROLES
 
 log = logging.getLogger("service.model.bundle")
@@ -142,20 +142,33 @@ class Bundle(EncoderSessions):
         return self.calibrated(self.raw_answer(sequence, view, experts), view)
 
     def raw_answer(self, sequence: np.ndarray, view: str, experts: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """What `answer` re-tempers for a single-model view: the audio head for the audio-only
+        """What `answer` re-tempers for a single-model view: the modality's head for its own
         view (when the bundle has one), else the classifier on the sequence."""
         experts = experts or {}
-        if view == "audio" and "audio_head" in self.sessions:
-            return experts["audio"] if "audio" in experts else self.expert(sequence, "audio")
+        if view in ("audio", "face") and f"{view}_head" in self.sessions:
+            return experts[view] if view in experts else self.expert(sequence, view)
         return self.classify(sequence[None])[0]
 
     def expert(self, sequence: np.ndarray, modality: str) -> np.ndarray:
         """One modality's own (uncalibrated) probabilities for a fusion sequence: the audio head
-        on the utterance statistics when the bundle has one, else the classifier on the
-        sequence with the other modality removed (the views it was trained on)."""
+        on the utterance statistics (flattened by the voice's `audio_reliability`), the face head
+        on each summary face (pooled by confidence), when the bundle has them; else the classifier on the sequence with the other modality
+        removed (the views it was trained on)."""
         if modality == "audio" and "audio_head" in self.sessions:
-            return self.sessions["audio_head"].run(utterance_of(sequence, self.config)[None])[0]
+            p = self.sessions["audio_head"].run(utterance_of(sequence, self.config)[None])[0]
+            return flattened(p, self.audio_reliability(sequence))
+        if modality == "face" and "face_head" in self.sessions:
+            return confidence_pool(self.sessions["face_head"].run(face_rows(sequence, self.config)))
         return self.classify(modality_view(sequence, self.config, modality)[None])[0]
+
+    def audio_reliability(self, sequence: np.ndarray) -> float:
+        """Trust in the sequence's voice, from the distance of its utterance to the training
+        voices (1 when the bundle has no domain model or the sequence no voice)."""
+        domain = self.manifest.audio_domain
+        u = utterance_of(sequence, self.config)
+        if domain is None or "audio_domain" not in self.sessions or not u.any():
+            return 1.0
+        return reliability(float(self.sessions["audio_domain"].run(u[None])[0]), domain.inside, domain.outside)
 
     def classify(self, sequences: np.ndarray, role: str = "classifier") -> np.ndarray:
         """Class probabilities for fusion sequences [B, K, step_dim] (mask applied here)."""

@@ -48,6 +48,37 @@ def log_linear_pool(p_audio: np.ndarray, p_face: np.ndarray, w_audio: float = 1.
     return p / p.sum(axis=-1, keepdims=True)
 
 
+def confidence_pool(rows: np.ndarray) -> np.ndarray:
+    """One answer from the per-frame answers [n, C] of the same face track: their log-linear
+    pool, each frame weighted by its own confidence (max probability) and the weights summing
+    to 1, so a frame that shows the expression clearly outweighs a blurred or turned one and
+    n copies of one still answer what the still answers alone."""
+    rows = np.clip(np.asarray(rows, np.float64), 1e-12, None)
+    w = rows.max(axis=1)
+    logp = (w / w.sum()) @ np.log(rows)
+    p = np.exp(logp - logp.max())
+    return p / p.sum()
+
+
+# The least trust a voice keeps: its answer is flattened to p^0.1, never to uniform, so an
+# audio-only answer out of domain keeps the head's ranking at a confidence near chance.
+MIN_RELIABILITY = 0.1
+
+
+def reliability(distance: float, inside: float, outside: float) -> float:
+    """Trust in a voice from its distance to the training voices (`trainer.voice.domain`):
+    1 up to `inside`, MIN_RELIABILITY from `outside` on, linear in between."""
+    r = (outside - float(distance)) / max(outside - inside, 1e-9)
+    return float(np.clip(r, MIN_RELIABILITY, 1.0))
+
+
+def flattened(probs: np.ndarray, trust: float) -> np.ndarray:
+    """An expert's answer with its evidence scaled by `trust` in [0, 1]: p^trust, renormalised
+    (1: unchanged; towards 0: towards uniform). In a log-linear pool this is the expert's weight
+    times `trust`, so the other expert takes over."""
+    return apply_temperature(probs, 1.0 / trust) if trust < 1.0 else probs
+
+
 def served_view(audio_present: bool, face_present: bool) -> str:
     if audio_present and face_present:
         return "fused"

@@ -99,6 +99,17 @@ class Fusion(_Model):
     chosen_by: str | None = None
 
 
+class AudioDomain(_Model):
+    """Thresholds on the `audio_domain` graph's distance (trainer/voice/domain.py): up to
+    `inside` a voice is trusted as the audio head answers, from `outside` on hardly at all."""
+
+    inside: float
+    outside: float
+    fitted_on: str = "training utterances; thresholds from validation speakers"
+    n_train: int = 0
+    n_validation: int = 0
+
+
 class Provenance(_Model):
     model_config = ConfigDict(extra="allow")
     profile: str
@@ -127,6 +138,7 @@ class Manifest(_Model):
     provenance: Provenance
     calibration: Calibration | None = None      # absent: probabilities served as the classifier gives them
     fusion: Fusion = Field(default_factory=Fusion)  # absent: the classifier on the fused sequence
+    audio_domain: AudioDomain | None = None     # absent: every voice is trusted as the head answers
 
     # --- files -------------------------------------------------------------------------
     @classmethod

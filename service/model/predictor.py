@@ -22,9 +22,9 @@ def _probabilities(classes: list[str], probs: np.ndarray) -> dict[str, float]:
     return {c: float(v) for c, v in zip(classes, p)}
 
 
-def _modalities(feats: ClipFeatures, clip: DecodedClip) -> dict[str, str]:
+def _modalities(feats: ClipFeatures, clip: DecodedClip, audio_trust: float) -> dict[str, str]:
     if feats.audio_used:
-        audio = "used"
+        audio = "used" if audio_trust >= 1.0 else "out_of_domain"
     else:
         audio = "silent" if clip.info.has_audio else "missing"
     if feats.video_used:
@@ -77,11 +77,13 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
                                              "recognise emotion from")
     with timer.stage("classify"):
         probs, by_modality = _classify(bundle, feats)
+        trust = bundle.audio_reliability(feats.sequence) if feats.audio_used else 1.0
     result: dict[str, Any] = {
         "label": bundle.classes[int(np.argmax(probs))],
         "probabilities": _probabilities(bundle.classes, probs),
         "probabilities_by_modality": by_modality,
-        "modalities": _modalities(feats, clip),
+        "modalities": _modalities(feats, clip, trust),
+        "reliability": {"audio": round(trust, 3) if feats.audio_used else None},
         "summary_frames": [
             {"t": round(float(t), 3), "face_detected": bool(d)}
             for t, d in zip(feats.summary_times, feats.face_detected)

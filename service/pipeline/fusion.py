@@ -102,3 +102,12 @@ def utterance_of(sequence: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
     a, b = lay.get("audio_utterance", (0, 0))
     present = np.flatnonzero(sequence[:, lay["flags"][0]] > 0)
     return np.array(sequence[present[0], a:b] if len(present) else np.zeros(b - a), np.float32)
+
+
+def face_rows(sequence: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
+    """The image features of the steps of a [K, step_dim] sequence that hold a face (video
+    present), [n, image_feature_dim]: the face head's input, one row per summary frame."""
+    lay = cfg.layout()
+    a, b = lay["image"]
+    present = np.flatnonzero(sequence[:, lay["flags"][0] + FLAG_NAMES.index("video_present")] > 0)
+    return np.array(sequence[present, a:b], np.float32)

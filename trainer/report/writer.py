@@ -9,6 +9,9 @@ from typing import Any
 from service.model.manifest import Manifest
 
 VIEWS = {"fused": "fused (pseudo-pairs)", "audio": "audio only", "face": "face only", "real_av": "real audio-visual clips"}
+# The served face expert: the classifier with the audio removed, or the face head when the bundle has one.
+FACE_EXPERT = ("the classifier with the audio removed",
+               "the face head (the face ResNet's own softmax on each summary face, pooled by confidence)")
 BACKBONE_NAMES = {"face_resnet": "face ResNet (ours)", "resnet50": "ResNet-50 (ours)",
                   "face_resnet_flip_averaged": "face ResNet (ours), flip-averaged",
                   "resnet50_flip_averaged": "ResNet-50 (ours), flip-averaged",
@@ -60,7 +63,7 @@ def _headline(manifest: Manifest) -> list[str]:
              "paired with ONE held-out face image shown as video-like variants), calibrated "
              f"{'with the pseudo-pair fit (before the serving-path refit above)' if refit else 'as served'}. Fused: "
              f"{how}; audio only: {'the audio head' if 'audio_head' in manifest.artifacts else 'the classifier'}; "
-             "face only: the classifier with the audio removed. ECE: 15 bins.", "",
+             f"face only: {FACE_EXPERT[1] if 'face_head' in manifest.artifacts else FACE_EXPERT[0]}. ECE: 15 bins.", "",
              "| served view | n | accuracy | macro-F1 | UAR | ECE |", "|---|---|---|---|---|---|"]
     lines += [f"| {VIEWS.get(v, v)} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['uar']:.3f} | "
               f"{m.get('ece', float('nan')):.3f} |" for v, m in served[corpus].items()]
@@ -141,8 +144,9 @@ def _test_tables(manifest: Manifest) -> list[str]:
     if late:
         w = late.get("late_weighted", {})
         audio = "the audio head's" if "audio_head" in manifest.artifacts else "the proposed model's audio-only"
+        face = "the face head's pooled" if "face_head" in manifest.artifacts else "the proposed model's face-only"
         lines += ["", f"Late-fusion references, on the same test sequences: `late_product` multiplies {audio} "
-                      "answers and the proposed model's face-only answers (product of experts); `late_weighted` pools them "
+                      f"answers and {face} answers (product of experts); `late_weighted` pools them "
                       f"log-linearly, p ∝ p_audio^{w.get('w_audio', 1):g} · p_face^{w.get('w_face', 1):g}, weights "
                       f"fitted on validation speakers (ECE of its test answers {w.get('ece_test', float('nan')):.3f})."]
     fusion = manifest.fusion

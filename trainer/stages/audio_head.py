@@ -10,6 +10,13 @@ different seeds (one ONNX graph), which steadies the answer of a model trained o
 Only a quarter of TESS's clips join its training: TESS's two voices outnumber the RAVDESS
 actors' clips and pull the head towards them (bench/audio_eval.md: 4 folds over actors 1-16).
 
+Corpora differ in what a user's recording differs in too: framing (RAVDESS: a second of
+silence, then one of two sentences), room, microphone, level, speaker. Trained on RAVDESS and
+TESS as recorded, the head answered trimmed held-out clips 0.53 against 0.58 as recorded; with
+`audio_head_augmented` copies of each clip (crops, padding, speed, pitch, reverberation, noise,
+band limits, gain) it answered them 0.58 against 0.60 (validation actors,
+`python -m trainer.voice.cross_corpus`).
+
 Lossy coding moves the features (LAME's 7.3 kHz low-pass at 16 kHz changed the head's label
 on 39 % of validation clips), so the head also trains on mp3 round trips of its clips.
 The `classifiers` stage scores it on the validation and test sequences through the serving
@@ -24,13 +31,13 @@ from trainer.export import ExportResult, export_onnx
 from trainer.stages import BuildContext, log, stage_output
 from trainer.stages.audio import AudioFeatures
 from trainer.stages.data import Corpora
-from trainer.voice.features import coded_utterances, utterance_vector
+from trainer.voice.features import augmented_utterances, coded_utterances, utterance_vector
 
 
 def training_set(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> tuple[np.ndarray, np.ndarray]:
     """The head's training utterances and labels: each training clip with a voice (of TESS's,
     every `audio_head_tess_every`-th), then the same clips again after each lossy round trip
-    in `audio_head_codecs`. Utterance vectors are the pipeline's (`utterance_vector` over the
+    in `audio_head_codecs`, then `audio_head_augmented` augmented copies of each. Utterance vectors are the pipeline's (`utterance_vector` over the
     speech-active frames), what `assemble` puts in the fusion sequence."""
     cfg, r = ctx.cfg, ctx.recipe
     samples, frames = corpora.audio["train"], audio.frames["train"]
@@ -42,6 +49,9 @@ def training_set(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> t
     y = [labels[i] for i in keep]
     for codec in r.audio_head_codecs:
         x += list(coded_utterances([samples[i] for i in keep], cfg, cfg, ctx.cache, codec))
+        y += [labels[i] for i in keep]
+    for k in range(r.audio_head_augmented):
+        x += list(augmented_utterances([samples[i] for i in keep], cfg, ctx.cache, k))
         y += [labels[i] for i in keep]
     return np.stack(x).astype(np.float32), np.asarray(y)
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from service.model.bundle import open_session
-from service.model.calibration import apply_temperature, log_linear_pool
-from service.pipeline.fusion import modality_view, utterance_of
+from service.model.calibration import apply_temperature, confidence_pool, log_linear_pool
+from service.pipeline.fusion import face_rows, modality_view, utterance_of
 from trainer.data.splits import SHARED_SPEAKER_CORPORA
 from trainer.export import ExportResult, export_onnx
 from trainer.models.fitting import class_weights, epoch_log
@@ -19,6 +19,7 @@ from trainer.recipe import Recipe
 from trainer.report.metrics import metrics
 from trainer.stages import BuildContext, stage_output
 from trainer.stages.audio_head import AudioHead
+from trainer.stages.face_head import FaceHead, face_head_view
 from trainer.stages.fusion import Pairs
 from trainer.stages.selection import Selection
 
@@ -117,20 +118,22 @@ def served_answers(views: dict[str, tuple[np.ndarray, np.ndarray]], calibration:
     return out
 
 
-def _served_real(real: dict[str, np.ndarray], sess, head_sess, mask: np.ndarray, cfg, calibration: dict[str, Any],
-                 fusion: dict[str, Any]) -> dict[str, np.ndarray]:
+def _served_real(real: dict[str, np.ndarray], sess, heads: dict[str, Any], mask: np.ndarray, cfg,
+                 calibration: dict[str, Any], fusion: dict[str, Any]) -> dict[str, np.ndarray]:
     """The served answers on real audio-visual clips (both modalities present)."""
     X = real["X"]
     if fusion.get("method") != "late_weighted":
         t = (calibration.get("views") or {}).get("fused", {}).get("temperature", 1.0)
         return {"y": real["y"], "p": apply_temperature(sess.run(X[..., mask]), t)}
-    face = sess.run(np.stack([modality_view(x, cfg, "face") for x in X])[..., mask])
-    audio = (head_sess.run(np.stack([utterance_of(x, cfg) for x in X])) if head_sess is not None
+    face = (np.stack([confidence_pool(heads["face"].run(face_rows(x, cfg))) for x in X]) if "face" in heads
+            else sess.run(np.stack([modality_view(x, cfg, "face") for x in X])[..., mask]))
+    audio = (heads["audio"].run(np.stack([utterance_of(x, cfg) for x in X])) if "audio" in heads
              else sess.run(np.stack([modality_view(x, cfg, "audio") for x in X])[..., mask]))
     return {"y": real["y"], "p": log_linear_pool(audio, face, fusion["w_audio"], fusion["w_face"])}
 
 
-def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: AudioHead) -> Classifiers:
+def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: AudioHead,
+                fhead: FaceHead | None = None) -> Classifiers:
     from trainer.fusion.calibrate import calibrate_views
     from trainer.fusion.late import late_fusion
 
@@ -138,11 +141,14 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: Aud
     va = speaker_disjoint(pairs.data["val"])
     layout = cfg.layout()
     exports, scored, results, calibration, late = {}, {}, {}, {}, {}
-    head_sess = open_session(head.export.path, "audio_head") if head.export else None
-    if head_sess is not None:
-        exports["audio_head"] = head.export
-        head_test = audio_head_view(head_sess, te, cfg)
-        scored["audio_head"] = {"audio": dict(zip(("y", "p"), head_test))}
+    heads = {m: open_session(h.export.path, f"{m}_head") for m, h in (("audio", head), ("face", fhead))
+             if h is not None and h.export is not None}
+    head_views = {"audio": audio_head_view, "face": face_head_view}
+    head_test = {}
+    for m, h in heads.items():  # the modalities' own experts, where the bundle has them
+        exports[f"{m}_head"] = (head if m == "audio" else fhead).export
+        head_test[m] = head_views[m](h, te, cfg)
+        scored[f"{m}_head"] = {m: dict(zip(("y", "p"), head_test[m]))}
     for name in CLASSIFIERS:
         model = fit_classifier(name, pairs.data["train"], pairs.data["val"], mask, layout, len(ctx.classes),
                                ctx.recipe)
@@ -154,8 +160,8 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: Aud
         scored[name] = {view: {"y": y, "p": p} for view, (y, p) in test_views.items()}
         if role == "classifier":  # the served model: experts, temperatures and fusion from validation speakers
             val_views = _by_view(sess, va, mask)
-            if head_sess is not None:  # the audio expert is the head
-                val_views["audio"], test_views["audio"] = audio_head_view(head_sess, va, cfg), head_test
+            for m, h in heads.items():  # a modality with a head of its own: the head is its expert
+                val_views[m], test_views[m] = head_views[m](h, va, cfg), head_test[m]
             calibration = calibrate_views(val_views, test_views)
             references, late = late_fusion(val_views, test_views, ctx.recipe.fusion)  # audio expert x face view
             for ref, views in references.items():
@@ -165,7 +171,7 @@ def classifiers(ctx: BuildContext, pairs: Pairs, selection: Selection, head: Aud
         if len(real["y"]):
             scored[name]["real_av"] = {"y": real["y"], "p": sess.run(real["X"][..., mask])}
             if role == "classifier":
-                scored["served"]["real_av"] = _served_real(real, sess, head_sess, mask, cfg, calibration,
+                scored["served"]["real_av"] = _served_real(real, sess, heads, mask, cfg, calibration,
                                                            late.get("served") or {})
     results = {name: {view: metrics(s["y"], s["p"], ctx.classes) for view, s in views.items()}
                for name, views in scored.items()}

@@ -50,6 +50,7 @@ def _reliability_panels(clfs: Classifiers) -> dict[str, tuple[np.ndarray, np.nda
     served, scored = clfs.scored.get("served") or {}, clfs.scored
     raw = {v: s for v, s in (scored.get("bilstm_sa") or {}).items() if v in ("fused", "face", "audio")}
     raw.update(scored.get("audio_head") or {})
+    raw.update(scored.get("face_head") or {})
     if (clfs.late_fusion.get("served") or {}).get("method") == "late_weighted":
         raw["fused"] = scored["late_product"]["fused"]
     return {v: (raw[v]["y"], raw[v]["p"], served[v]["p"]) for v in ("fused", "audio", "face") if v in served and v in raw}

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from service.model.manifest import Calibration, FeatureLayout, FeatureMask, Fusion, Manifest, Provenance
+from service.model.manifest import AudioDomain, Calibration, FeatureLayout, FeatureMask, Fusion, Manifest, Provenance
 from trainer import __version__
 from trainer.export import ExportResult
 from trainer.report.writer import write_report
@@ -31,7 +31,8 @@ def _options(ctx: BuildContext) -> dict[str, Any]:
 
 
 def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, ExportResult], backbone: FaceBackbone,
-                  faces: FaceFeatures, selection: Selection, clfs: Classifiers, ev: Evaluation) -> Manifest:
+                  faces: FaceFeatures, selection: Selection, clfs: Classifiers, ev: Evaluation,
+                  audio_domain: dict[str, Any] | None = None) -> Manifest:
     cfg = ctx.cfg
     return Manifest(
         name=ctx.opts.name, version=ctx.opts.version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -52,6 +53,7 @@ def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, Export
         report_figures=ev.figures,
         calibration=Calibration.model_validate(clfs.calibration) if clfs.calibration else None,
         fusion=Fusion.model_validate(clfs.late_fusion.get("served") or {}),
+        audio_domain=AudioDomain.model_validate(audio_domain) if audio_domain else None,
         provenance=Provenance(profile=ctx.opts.profile, data_dir=str(ctx.opts.data_dir),
                               samples_per_split=corpora.counts,
                               splits="speaker-independent: see trainer/data/splits.py", fusion_training=FUSION_TRAINING,

@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -37,7 +36,7 @@ from trainer.paths import CACHE_DIR, DATA_DIR, REPO_ROOT
 from trainer.voice.augment import Augment, reframed
 from trainer.voice.features import (
     AudioFrames,
-    augmented_frame_features,
+    augmented_utterances,
     coded_utterances,
     frame_features,
     train_utterance_classifier,
@@ -123,8 +122,7 @@ class Study:
             xs.append(coded_utterances(clips, self.cfg, self.cfg, self.cache, codec))
             ys.append(self.y(clips))
         for k in range(v.copies):
-            xs.append(vectors(clips, self.cfg, lambda s, k=k: augmented_frame_features(
-                s, self.cfg, self.cache, seed=zlib.crc32(f"{s.path.name} {k}".encode()), aug=v.aug)))
+            xs.append(augmented_utterances(clips, self.cfg, self.cache, k, v.aug))
             ys.append(self.y(clips))
         return np.concatenate(xs), np.concatenate(ys)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -210,6 +211,17 @@ def augmented_frame_features(sample: Sample, cfg: PipelineConfig, cache: Feature
     aug = aug or Augment()
     return transformed_frame_features(sample, cfg, cache, f"augment-v1 {seed} {sorted(asdict(aug).items())}",
                                       lambda x, sr: augmented(x, sr, seed, aug))
+
+
+def augmented_utterances(samples: Sequence[Sample], cfg: PipelineConfig, cache: FeatureCache, copy: int,
+                         aug: Augment | None = None) -> np.ndarray:
+    """Utterance vectors of augmented copy number `copy` of each sample (its seed: the file
+    name and the copy number, so every build and study draws the same copies)."""
+    out = []
+    for s in samples:
+        f = augmented_frame_features(s, cfg, cache, seed=zlib.crc32(f"{s.path.name} {copy}".encode()), aug=aug)
+        out.append(utterance_vector(f.features, f.active(cfg), cfg))
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, cfg.utterance_dim), np.float32)
 
 
 # ----------------------------------------------------------------------------- encoder

@@ -214,7 +214,11 @@
   function render(body) {
     $("label").textContent = body.label;
     const mods = body.modalities || {};
-    const facts = [`${body.duration_s.toFixed(2)} s`, `audio: ${mods.audio}`, `face: ${mods.face}`];
+    const trust = (body.reliability || {}).audio;
+    const audioFact = mods.audio === "out_of_domain"
+      ? `audio: out of domain (trusted ${trust.toFixed(2)}: a voice unlike the training voices)`
+      : `audio: ${mods.audio}`;
+    const facts = [`${body.duration_s.toFixed(2)} s`, audioFact, `face: ${mods.face}`];
     if (body.model) facts.push(`${body.model.name} ${body.model.version}`);
     $("facts").textContent = facts.join(" · ");
     drawBars($("bars-fused"), body.probabilities);
