@@ -80,6 +80,7 @@ from trainer.fusion.served_clips import (  # noqa: E402, F401  (no TensorFlow; I
     make_framed,
     pair_clips,
     pick_clips,
+    rafdb_sources,
     reframe,
     speech_span,
     urdu_sources,
@@ -87,7 +88,7 @@ from trainer.fusion.served_clips import (  # noqa: E402, F401  (no TensorFlow; I
 
 DEFAULT_DATA = Path(os.environ.get("EMOTION_DATA_DIR", REPO.parent / "shared" / "data"))
 DEFAULT_CACHE = REPO / ".cache" / "served_clips"  # shared with trainer.fusion.served_calibration
-KINDS = ("av", "face", "audio", "cremad", "framing", "urdu", "urdu_face")
+KINDS = ("av", "face", "audio", "cremad", "framing", "urdu", "urdu_face", "rafdb_face")
 DEFAULT_KINDS = ("av", "face", "audio", "cremad")
 AUDIO_ONLY = ("audio", "framing", "urdu")  # kinds posted without a video stream
 URDU4 = ("neutral", "happy", "sad", "angry")  # URDU's emotions, in basic7 order
@@ -189,7 +190,8 @@ class Job:
 
 
 def plan_jobs(kinds: Sequence[str], pairs: list[Pair], cremad: list[Item], cache: Path,
-              urdu: Sequence[Item] = (), urdu_pairs: Sequence[Pair] = (), seed: int = 0) -> list[Job]:
+              urdu: Sequence[Item] = (), urdu_pairs: Sequence[Pair] = (), seed: int = 0,
+              rafdb: Sequence[Item] = ()) -> list[Job]:
     jobs: list[Job] = []
     for p in pairs:
         src = {"speech": str(p.speech.path), "face": str(p.face.path)}
@@ -210,6 +212,8 @@ def plan_jobs(kinds: Sequence[str], pairs: list[Pair], cremad: list[Item], cache
     if "urdu_face" in kinds:
         jobs += [Job("urdu_face", p.label, {"speech": str(p.speech.path), "face": str(p.face.path)},
                      lambda p=p: make_av(p, cache)) for p in urdu_pairs]
+    if "rafdb_face" in kinds:
+        jobs += [Job("rafdb_face", f.label, {"face": str(f.path)}, lambda f=f: make_face(f, cache)) for f in rafdb]
     return jobs
 
 
@@ -435,7 +439,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.split}: {len(speech)} RAVDESS speech clips, {len(faces)} FER2013 faces; "
           f"{len(pairs)} pairs ({Counter(p.label for p in pairs)})", file=sys.stderr)
 
-    jobs = plan_jobs(kinds, pairs, cremad, args.cache, urdu, urdu_pairs, args.seed)
+    rafdb = ([f for faces_ in pick_clips(rafdb_sources(args.data, args.split), args.seed, args.limit).values()
+              for f in faces_] if "rafdb_face" in kinds else [])
+    if "rafdb_face" in kinds:
+        print(f"RAF-DB: {len(rafdb)} {args.split} faces (the project's carve of its train split)", file=sys.stderr)
+    jobs = plan_jobs(kinds, pairs, cremad, args.cache, urdu, urdu_pairs, args.seed, rafdb)
     print(f"building {len(jobs)} clips into {args.cache / RECIPE} (cached)", file=sys.stderr)
     with ThreadPoolExecutor(max(1, min(args.workers, os.cpu_count() or 1))) as pool:
         for job, path in zip(jobs, pool.map(lambda j: j.make(), jobs)):

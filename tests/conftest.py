@@ -13,6 +13,8 @@ import pytest
 
 from service.run.harness import REPO_ROOT, ServiceProcess, free_port  # noqa: F401  (tests import them from here)
 
+# modalities.audio of a clip with a voice: "out_of_domain" when it is unlike the training voices
+VOICED = ("used", "out_of_domain")
 DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO_ROOT, Server, corpus_dir, free_port, running_server
+from conftest import REPO_ROOT, VOICED, Server, corpus_dir, free_port, running_server
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILES = {"cpu": REPO_ROOT / "docker" / "Dockerfile", "gpu": REPO_ROOT / "docker" / "Dockerfile.gpu"}
@@ -710,7 +710,7 @@ def test_service_runs_like_the_container_and_answers_a_real_clip():
             body = r.json()
             assert set(body["probabilities"]) == set(model["classes"])
             assert math.isclose(sum(body["probabilities"].values()), 1.0, abs_tol=1e-6)
-            assert body["modalities"] == {"audio": "used", "face": "detected"}
+            assert body["modalities"]["face"] == "detected" and body["modalities"]["audio"] in VOICED
             assert list(Path(env["EMOTION_TMP_DIR"]).iterdir()) == [], "an upload was left in the tmpfs"
         finally:
             srv.stop()

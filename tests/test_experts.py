@@ -92,3 +92,22 @@ def test_quick_bundle_serves_both_heads_and_a_domain(quick_bundle):
     per_face = b.sessions["face_head"].run(feats)
     np.testing.assert_allclose(b.expert(seq, "face"), confidence_pool(per_face), rtol=1e-5)
     assert b.audio_reliability(seq) == 1.0   # no voice: nothing to distrust
+
+
+def test_a_tone_is_no_voice_the_model_knows_and_held_out_speakers_mostly_are(quick_bundle, tmp_path):
+    """Through the service's own pipeline: a pure 330 Hz tone lies far outside the training
+    voices (its answer flattened, said in `modalities.audio`); of RAVDESS validation speakers'
+    clips (actor 15, never trained on) most are trusted as they are."""
+    from conftest import corpus_dir
+    from media import make_video
+
+    from service.model.predictor import predict_file
+    from service.pipeline.config import MediaLimits
+
+    b = load_bundle(quick_bundle, ["CPUExecutionProvider"], threads=1)
+    tone = predict_file(b, make_video(tmp_path / "tone.mp4", video=False, seconds=3), MediaLimits())
+    assert tone["modalities"]["audio"] == "out_of_domain" and tone["reliability"]["audio"] < 0.5
+    assert max(tone["probabilities"].values()) < 0.6
+    clips = sorted((corpus_dir("ravdess") / "Actor_15").glob("03-01-*"))[::10][:6]
+    answers = [predict_file(b, c, MediaLimits()) for c in clips]
+    assert sum(a["modalities"]["audio"] == "used" for a in answers) >= 4, [a["reliability"] for a in answers]

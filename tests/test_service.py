@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from conftest import corpus_dir
+from conftest import VOICED, corpus_dir
 from media import make_video
 
 from service.http.schemas import PredictResponse
@@ -57,7 +57,7 @@ def test_real_cremad_clip(server, classes, emotion):
     assert r.status_code == 200, r.text
     body = r.json()
     check_prediction(body, classes)
-    assert body["modalities"] == {"audio": "used", "face": "detected"}
+    assert body["modalities"]["face"] == "detected" and body["modalities"]["audio"] in VOICED
     assert len(body["summary_frames"]) == 8
     assert sum(f["face_detected"] for f in body["summary_frames"]) >= 7
 
@@ -68,7 +68,7 @@ def test_generated_h264_aac_mp4_on_v1_route(server, classes, tmp_path):
     assert r.status_code == 200, r.text
     body = r.json()
     check_prediction(body, classes)
-    assert body["modalities"]["audio"] == "used"
+    assert body["modalities"]["audio"] in VOICED
     assert body["modalities"]["face"] == "not_found"  # a test pattern has no face: flagged, not hidden
 
 
@@ -85,7 +85,7 @@ def test_timeline_on_request(server, classes, tmp_path):
 def test_audio_only_and_video_only_files(server, tmp_path):
     no_video = post(server, make_video(tmp_path / "a.mp4", video=False))
     assert no_video.status_code == 200, no_video.text
-    assert no_video.json()["modalities"] == {"audio": "used", "face": "missing"}
+    assert no_video.json()["modalities"]["face"] == "missing" and no_video.json()["modalities"]["audio"] in VOICED
     # A real face without its voice: answered from the face alone.
     face_only = tmp_path / "face.mp4"
     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(corpus_dir("cremad_av") / "1001_DFA_HAP_XX.flv"),
@@ -155,7 +155,8 @@ def test_voice_recordings_are_answered_from_audio(server, speech_files):
         assert r.status_code == 200, (ext, r.text)
         body = r.json()
         PredictResponse.model_validate(body)
-        assert body["modalities"] == {"audio": "used", "face": "missing"} and body["summary_frames"] == []
+        assert body["modalities"]["face"] == "missing" and body["modalities"]["audio"] in VOICED
+        assert body["summary_frames"] == []
         probs[ext] = body["probabilities"]
 
     def label(ext):

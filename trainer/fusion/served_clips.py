@@ -125,6 +125,15 @@ def urdu_sources(data: Path) -> list[Item]:
     return [Item(s.path, s.label) for s in load_corpus("urdu", roots["urdu"])] if "urdu" in roots else []
 
 
+def rafdb_sources(data: Path, split: str) -> list[Item]:
+    """RAF-DB's faces of the project's `split` (its own carve of the released train split:
+    trainer.data.splits), or [] where the corpus is absent."""
+    roots = discover_corpora(data)
+    if "rafdb" not in roots:
+        return []
+    return [Item(s.path, s.label) for s in load_corpus("rafdb", roots["rafdb"]) if split_of(s) == split]
+
+
 def _tmp_beside(out: Path, suffix: str | None = None) -> Path:
     return out.with_name(f".{out.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part{suffix or out.suffix}")
 

@@ -268,11 +268,23 @@ def _detector_card(manifest: Manifest) -> list[str]:
                               scale=pre.get("face_crop_scale"), offset=pre.get("face_crop_offset"))]
 
 
+def _training_data(manifest: Manifest) -> list[str]:
+    """The model card's data section: every corpus the bundle learned from, with its licence."""
+    used = manifest.metrics.get("training_corpora") or {}
+    if not used:
+        return []
+    return ["", "## Training data and licences", "",
+            "The weights of this bundle derive from these corpora; their licences bind its use (most allow "
+            "research use only).", "", "| corpus | training samples | licence |", "|---|---|---|"] + [
+        f"| {c} | {d['n']} | {d['licence']} |" for c, d in sorted(used.items())]
+
+
 def write_report(bundle_dir: Path, manifest: Manifest) -> None:
     (bundle_dir / "metrics.json").write_text(json.dumps(manifest.metrics, indent=2) + "\n")
     lines = (_header(manifest) + _served_clips(manifest) + _headline(manifest) + _test_tables(manifest)
              + _calibration_table(manifest) + _face_tables(manifest)
-             + _selection_tables(manifest) + _paper_tables(manifest) + _detector_card(manifest))
+             + _selection_tables(manifest) + _paper_tables(manifest) + _detector_card(manifest)
+             + _training_data(manifest))
     if manifest.report_figures:
         lines += ["", "Figures (test split):", ""] + [f"![{f}]({f})" for f in manifest.report_figures]
     (bundle_dir / "report.md").write_text("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@ then the staged bundle renamed into place (never over a bundle unless --force)."
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from service.model.manifest import AudioDomain, Calibration, FeatureLayout, FeatureMask, Fusion, Manifest, Provenance
 from trainer import __version__
+from trainer.data import LICENCES
 from trainer.export import ExportResult
 from trainer.report.writer import write_report
 from trainer.stages import BuildContext, log
@@ -30,6 +32,11 @@ def _options(ctx: BuildContext) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in plain.items()}
 
 
+def _training_corpora(corpora: Corpora) -> dict[str, dict[str, Any]]:
+    counts = Counter(s.corpus for s in corpora.audio["train"] + corpora.faces["train"] + corpora.videos["train"])
+    return {c: {"n": n, "licence": LICENCES.get(c, "unknown")} for c, n in sorted(counts.items())}
+
+
 def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, ExportResult], backbone: FaceBackbone,
                   faces: FaceFeatures, selection: Selection, clfs: Classifiers, ev: Evaluation,
                   audio_domain: dict[str, Any] | None = None) -> Manifest:
@@ -47,7 +54,7 @@ def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, Export
                  "face_backbone_test_exported": faces.exported_test_metrics, "test_by_corpus": ev.by_corpus,
                  "face_fer2013_public_test": backbone.fer_public_test, "selection": selection.comparison,
                  "paper_protocol_leaky": ev.paper_protocol, "late_fusion": clfs.late_fusion,
-                 "real_av_clips": ev.real_clips,
+                 "real_av_clips": ev.real_clips, "training_corpora": _training_corpora(corpora),
                  "face_backbone": {"name": backbone.name, "learning_curve": backbone.learning_curve,
                                    "ort_ms_per_face": backbone.ort_ms_per_face}},
         report_figures=ev.figures,
