@@ -164,9 +164,11 @@ class Bundle(EncoderSessions):
     def audio_reliability(self, sequence: np.ndarray) -> float:
         """Trust in the sequence's voice, from the distance of its utterance to the training
         voices (1 when the bundle has no domain model or the sequence no voice)."""
+        if "audio_domain" not in self.sessions:
+            return 1.0
         domain = self.manifest.audio_domain
         u = utterance_of(sequence, self.config)
-        if domain is None or "audio_domain" not in self.sessions or not u.any():
+        if domain is None or not u.any():
             return 1.0
         return reliability(float(self.sessions["audio_domain"].run(u[None])[0]), domain.inside, domain.outside)
 
