@@ -118,27 +118,17 @@ def serve(request: dict, commands: BinaryIO, writer: Writer, threads: int) -> No
         writer.send(DONE)
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker when the service that started it dies."""
-    try:
-        import ctypes
-        import signal
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def main() -> None:
-    _die_with_parent()
+    """Serve until the pool closes stdin (or stops reading: the service exited)."""
     out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 0  # of each video decoder, 0 = FFmpeg's choice
     _warm_up()
     writer = Writer(out)
-    writer.send(READY)
     commands = sys.stdin.buffer
     try:
+        writer.send(READY)
         while line := commands.readline():
             serve(json.loads(line), commands, writer, threads)
     except PoolGone:

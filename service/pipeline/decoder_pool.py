@@ -59,7 +59,8 @@ class Worker:
         package_root = str(Path(__file__).resolve().parents[2])  # the `service` this process runs
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
         self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, str(threads)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, close_fds=True)
+                                     stdout=subprocess.PIPE, env=env, close_fds=True,
+                                     start_new_session=True)  # a terminal's Ctrl-C is the server's to handle
         self.fd = self.proc.stdout.fileno()
         _widen_pipe(self.fd)
         self.buffer = bytearray()
