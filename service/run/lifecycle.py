@@ -25,11 +25,14 @@ def warm_up(bundle) -> None:
     that before ready."""
     import numpy as np
 
-    from service.pipeline import audio, extract
+    from service.pipeline import audio, extract, visual
 
     cfg = bundle.config
     audio.warm_up(cfg)
     extract.warm_up_faces(cfg, bundle.face_detector)
+    # k-means of the summary selection (scikit-learn's first fit sets up its thread pools)
+    visual.select_summary(np.random.default_rng(0).normal(size=(3 * cfg.k_summary, cfg.frame_code_dim)),
+                          cfg.k_summary, cfg.kmeans_seed)
     bundle.encode_audio(np.zeros((4, cfg.audio_frame_dim), np.float32))
     bundle.encode_frames(np.zeros((2, cfg.frame_ae_size ** 2), np.float32))
     bundle.image_features(np.zeros((cfg.k_summary, cfg.image_size, cfg.image_size, 3), np.float32))
