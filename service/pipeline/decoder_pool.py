@@ -57,7 +57,8 @@ class Worker:
 
     def __init__(self, threads: int):
         package_root = str(Path(__file__).resolve().parents[2])  # the `service` this process runs
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p),
+               "MALLOC_ARENA_MAX": "2"}  # as the server limits its own (service/__main__.py): RSS stays bounded
         self.proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, str(threads)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, close_fds=True,
                                      start_new_session=True)  # a terminal's Ctrl-C is the server's to handle
