@@ -104,7 +104,7 @@ def run(clips: list[Path], model_dir: Path, faceless: list[Path] = (), variants:
     per_clip = {}
     for clip in clips:
         info = media.probe(clip, limits)
-        frames = list(media.stream_frames(clip, info, min(cfg.frame_fps, cfg.max_frames / info.duration_s),
+        frames = list(media.stream_frames(clip, min(cfg.frame_fps, cfg.max_frames / info.duration_s),
                                           cfg.max_frames, cfg.frame_max_side, limits.timeout_s))
         per_clip[clip.name] = {"frames": len(frames), "frame_size": list(frames[0][1].shape[::-1]) if frames else None}
         for _, frame in frames:
@@ -140,7 +140,7 @@ def run(clips: list[Path], model_dir: Path, faceless: list[Path] = (), variants:
     false = {"frames": 0, "blaze_false": 0, "haar_false": 0}
     for clip in faceless:
         info = media.probe(clip, limits)
-        for _, frame in media.stream_frames(clip, info, min(cfg.frame_fps, cfg.max_frames / info.duration_s),
+        for _, frame in media.stream_frames(clip, min(cfg.frame_fps, cfg.max_frames / info.duration_s),
                                             cfg.max_frames, cfg.frame_max_side, limits.timeout_s):
             false["frames"] += 1
             false["blaze_false"] += bool(visual.find_faces(frame, det, cfg))

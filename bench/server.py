@@ -1,6 +1,6 @@
 """The service as a child process (`python -m service`), and what the benchmark measures on it
-from outside: resident memory of the process and of its process tree (ffmpeg/ffprobe children)
-sampled every ~20 ms, and user+system CPU seconds of the tree.
+from outside: resident memory of the process and of its process tree (its decoder workers, or
+a baseline's ffmpeg/ffprobe children) sampled every ~20 ms, and user+system CPU seconds of the tree.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from service.run.harness import ServiceProcess  # noqa: E402
+from service.run.harness import ServiceProcess, is_decoder_worker  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -76,10 +76,17 @@ def tree_cpu_seconds(proc: psutil.Process) -> float:
     return total
 
 
+def transient_children(pid: int) -> list[int]:
+    """Descendants other than the decoder workers, which live as long as the service (a
+    baseline service's ffmpeg/ffprobe children)."""
+    return [p for p in descendants(pid) if not is_decoder_worker(p)]
+
+
 def wait_no_children(proc: psutil.Process, timeout: float = 2.0) -> None:
-    """After a response, give the service a moment to reap its ffmpeg children (their CPU then counts)."""
+    """After a response, give the service a moment to reap its transient children (their CPU
+    then counts; the decoder workers' CPU counts while they live)."""
     deadline = time.monotonic() + timeout
-    while descendants(proc.pid) and time.monotonic() < deadline:
+    while transient_children(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
@@ -109,7 +116,8 @@ class RssMonitor:
     which catches spikes between samples; `service_peak_mb` is the larger of the two.
 
     A child still named like the service (forked, not yet exec'd into ffmpeg) is not counted:
-    its RSS is the service's own pages, shared, and would double the tree for a moment."""
+    its RSS is the service's own pages, shared, and would double the tree for a moment. The
+    decoder workers (Python processes of their own) are counted."""
 
     def __init__(self, proc: psutil.Process, interval: float = 0.02):
         self.proc, self.interval = proc, interval
@@ -122,7 +130,7 @@ class RssMonitor:
 
     def _sample(self) -> None:
         own = _rss(self.proc.pid)
-        kids = sum(_rss(pid) for pid in descendants(self.proc.pid) if _comm(pid) != self.comm)
+        kids = sum(_rss(pid) for pid in descendants(self.proc.pid) if _comm(pid) != self.comm or is_decoder_worker(pid))
         self.peak_service = max(self.peak_service, own)
         self.peak_children = max(self.peak_children, kids)
         self.peak_tree = max(self.peak_tree, own + kids)

@@ -15,9 +15,10 @@ some requests always find it full) sending, at random:
 - disconnects mid-upload and mid-processing (no answer expected; must leave nothing behind).
 
 Every `--interval` seconds (30) it records the server's RSS, open descriptors, child
-processes and spool files, and the window's p50/p99 latency and counts by status; at the end
+processes (its decoder workers apart: their number and RSS) and spool files, and the window's p50/p99 latency and counts by status; at the end
 it stops the clients, waits for the server to go idle and prints a markdown summary: RSS drift
-from minute 2 to the end, descriptors/children/spool back to the idle count, 5xx other than
+from minute 2 to the end, descriptors/children/spool back to the idle count, the decoder pool
+back to its size (a killed worker replaced, none leaked), 5xx other than
 503/504 (client side and the server's own /metrics), requests unanswered, answers that were
 not the expected one. Exit status 1 if any of those fails. Everything goes to `--out` as JSON.
 """
@@ -47,7 +48,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))   # the hostile corpus and its me
 
 import clips as clipmod  # noqa: E402
 from hostile import HOSTILE_LIMITS, cases  # noqa: E402
-from server import REPO, Service, descendants  # noqa: E402
+from server import REPO, Service, transient_children  # noqa: E402
 
 MB = 1024 * 1024
 NO_ANSWER = 0          # a request that got no HTTP answer
@@ -239,8 +240,18 @@ def spool_files(spool: Path) -> int:
 
 def snapshot(svc: Service, spool: Path) -> dict:
     p = psutil.Process(svc.proc.pid)
-    return {"rss_mb": round(p.memory_info().rss / MB, 1), "fds": p.num_fds(),
-            "children": len(descendants(p.pid)), "spool": spool_files(spool)}
+    kids = transient_children(p.pid)
+    workers = svc.decoder_workers()
+    return {"rss_mb": round(p.memory_info().rss / MB, 1), "fds": p.num_fds(), "children": len(kids),
+            "workers": len(workers), "workers_rss_mb": round(sum(_rss(pid) for pid in workers) / MB, 1),
+            "spool": spool_files(spool)}
+
+
+def _rss(pid: int) -> int:
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return 0
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -250,11 +261,12 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def wait_idle(svc: Service, spool: Path, fds: int, timeout: float = 60.0) -> dict:
+def wait_idle(svc: Service, spool: Path, fds: int, workers: int, timeout: float = 60.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         snap = snapshot(svc, spool)
-        if (snap["children"] == 0 and snap["spool"] == 0 and snap["fds"] <= fds) or time.monotonic() > deadline:
+        if (snap["children"] == 0 and snap["workers"] == workers and snap["spool"] == 0 and snap["fds"] <= fds) \
+                or time.monotonic() > deadline:
             return snap
         time.sleep(0.5)
 
@@ -303,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         for j in jobs["valid"][:3] + jobs["hostile"]:
             warm.post(j)
         warm.close()
-        idle = wait_idle(svc, spool, fds=10**6, timeout=30)
+        idle = wait_idle(svc, spool, fds=10**6, workers=args.concurrency, timeout=30)
         time.sleep(1)
         idle = snapshot(svc, spool)
         log(f"[soak] idle: {idle}; {clients_n} clients for {args.minutes:g} min "
@@ -342,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in clients:
             c.close()
         elapsed = time.monotonic() - t0
-        final = wait_idle(svc, spool, idle["fds"])
+        final = wait_idle(svc, spool, idle["fds"], idle["workers"])
         log(f"[soak] after the clients stopped: {final}")
         srv5xx = server_5xx(svc.url)
         alive = svc.proc.poll() is None and httpx.get(svc.url + "/readyz", timeout=10).status_code == 200
@@ -362,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         f"RSS drift minute {at2['t_s'] / 60 if at2 else 0:g} -> end <= {args.max_drift:g} %": abs(drift) <= args.max_drift,
         "fds back to idle": final["fds"] <= idle["fds"],
         "children back to idle (0)": final["children"] == 0,
+        f"decoder workers back to the pool's size ({idle['workers']})": final["workers"] == idle["workers"],
         "spool empty": final["spool"] == 0,
         "no 5xx other than 503/504 (clients)": bad_5xx == 0,
         "no 5xx other than 503/504 (server /metrics)": srv_bad == 0,
@@ -383,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{last['rss_mb'] if last else '?'} MB at the end ({drift:+.1f} %); idle before {idle['rss_mb']} MB"),
         ("open fds", f"idle {idle['fds']} -> peak {max((s['fds'] for s in samples), default=0)} -> "
                      f"{final['fds']} after"),
-        ("child processes", f"peak {max((s['children'] for s in samples), default=0)} -> {final['children']} after"),
+        ("child processes (not the decoder workers)",
+         f"peak {max((s['children'] for s in samples), default=0)} -> {final['children']} after"),
+        ("decoder workers, their RSS", f"{idle['workers']} ({idle['workers_rss_mb']} MB) idle -> {final['workers']} "
+                                       f"({final['workers_rss_mb']} MB) after"),
         ("spool entries", f"peak {max((s['spool'] for s in samples), default=0)} -> {final['spool']} after"),
         ("latency, valid clips (200)", f"p50 {percentile(valid_lat, 50) or 0:.2f} s, "
                                        f"p99 {percentile(valid_lat, 99) or 0:.2f} s"),
@@ -392,9 +408,11 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in rows:
         print(f"| {k} | {v} |")
     print()
-    print("| every 30 s: t | RSS MB | fds | children | spool | p50 s | p99 s | statuses |\n|---|---|---|---|---|---|---|---|")
+    print("| every 30 s: t | RSS MB | fds | children | workers (RSS MB) | spool | p50 s | p99 s | statuses |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for s in samples:
-        print(f"| {s['t_s']} | {s['rss_mb']} | {s['fds']} | {s['children']} | {s['spool']} | "
+        print(f"| {s['t_s']} | {s['rss_mb']} | {s['fds']} | {s['children']} | {s['workers']} ({s['workers_rss_mb']}) | "
+              f"{s['spool']} | "
               f"{(s['p50_s'] or 0):.2f} | {(s['p99_s'] or 0):.2f} | "
               f"{' '.join(f'{k}:{v}' for k, v in s['statuses'].items())} |")
     print()

@@ -152,7 +152,7 @@ class Predictor:
         `paths` is consumed lazily and at most `2 * workers` files are in flight, so memory
         does not grow with their number. Closing the iterator early (or an exception in the
         consumer, e.g. KeyboardInterrupt) cancels the files in flight and waits for their
-        workers to stop (their ffmpeg children are killed)."""
+        workers to stop (each stops its decode at its next check)."""
         workers = max(1, int(workers))
         budgets: dict[Future, Budget] = {}
         lock = threading.Lock()

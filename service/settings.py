@@ -67,7 +67,10 @@ class Settings(BaseSettings):
     max_width: int = Field(_LIMITS.max_width, gt=0)
     max_height: int = Field(_LIMITS.max_height, gt=0)
     max_frames: int = Field(_LIMITS.max_frames, gt=0, description="frame count limit declared by the container")
-    decode_timeout_s: float = Field(_LIMITS.timeout_s, gt=0, description="timeout of each ffprobe/ffmpeg child")
+    decode_timeout_s: float = Field(_LIMITS.timeout_s, gt=0,
+                                    description="time a decoder worker may take over one file (probe and decode)")
+    decode_workers: int = Field(0, ge=0, description="decoder worker processes; 0 = max_concurrency")
+    decode_threads: int = Field(1, ge=0, description="threads of each decoder worker's video decoder; 0 = one per CPU")
     request_timeout_s: float = Field(120.0, gt=0, description="processing budget of one request -> 504")
     max_concurrency: int = Field(2, ge=1, description="requests processed at once")
     max_queue: int = Field(8, ge=0, description="requests waiting beyond those; more get 503")

@@ -64,8 +64,7 @@ def test_letterbox_maps_back_to_frame_pixels():
 @pytest.fixture(scope="module")
 def cremad_frames():
     clip = corpus_dir("cremad_av") / "1001_DFA_HAP_XX.flv"
-    info = media.probe(clip, MediaLimits())
-    return [f for _, f in media.stream_frames(clip, info, 4.0, 8, CFG.frame_max_side, 30.0)]
+    return [f for _, f in media.stream_frames(clip, 4.0, 8, CFG.frame_max_side, 30.0)]
 
 
 def test_real_faces_are_found_with_keypoints_where_the_face_is(detector, cremad_frames):

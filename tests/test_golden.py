@@ -1,6 +1,10 @@
 """The shipped bundle answers the six real CREMA-D clips as recorded (to 1e-5): refactors of
 the pipeline, the loader or the predictor must not change what users get. Not bit-exact: ONNX
-Runtime picks its kernels by CPU, and two x86-64 CPUs here differed by 1.2e-6 on the same files."""
+Runtime picks its kernels by CPU, and two x86-64 CPUs here differed by 1.2e-6 on the same files.
+The frames are those of PyAV's FFmpeg 8.1: its swscale area filter rounds ~0.4 % of the pixels of a
+scaled frame one grey level away from Debian's FFmpeg 5.1 (the decoder before), which moved these
+probabilities by up to 9e-3 (labels unchanged); 5.1 itself without SIMD (`-cpuflags 0`) moves them
+by up to 1.1e-2. With 5.1's frames fed in, the new pipeline gives the old figures exactly."""
 from __future__ import annotations
 
 import json

@@ -68,6 +68,10 @@ def test_hostile_file(hostile_server, corpus, case: Case):
         check_error(r, case.status, case.code, hostile_server)
     assert list(hostile_server.tmp.iterdir()) == []
     assert hostile_server.children() == []
+    deadline = time.monotonic() + 10   # no worker lost (one killed is replaced), none leaked
+    while len(hostile_server.decoder_workers()) != 2:
+        assert time.monotonic() < deadline, hostile_server.decoder_workers()
+        time.sleep(0.05)
 
 
 def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "xyzBOUNDARYzyx") -> tuple[bytes, dict]:

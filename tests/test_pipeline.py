@@ -1,7 +1,6 @@
 """The shared feature pipeline, stage by stage, on generated media and real clips."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -54,57 +53,95 @@ def test_probe_accepts_audio_files(tmp_path, name, acodec):
     assert info.has_audio and not info.has_video and info.duration_s == pytest.approx(2.0, abs=0.1)
 
 
-@pytest.mark.parametrize("name,acodec,video,guess", [
-    ("a.wav", "pcm_s16le", False, (True, False)), ("a.flac", "flac", False, (True, False)),
-    ("a.mp3", "libmp3lame", False, (True, False)), ("a.ogg", "libopus", False, (True, False)),
-    ("a.m4a", "aac", False, (True, False)), ("a.mp4", "aac", True, (True, True)),
-    ("a.mkv", "aac", True, (True, True)), ("a.mp4", "aac", False, (True, True))])
-def test_the_streams_guessed_from_the_first_bytes(tmp_path, name, acodec, video, guess):
-    """Containers made for sound are guessed audio-only, the rest both (an audio-only mp4
-    is a wrong guess: the decoder restarts once the probe has answered)."""
-    clip = make_video(tmp_path / name, video=video, acodec=acodec)
-    assert media.likely_streams(media.refuse_references(clip)) == guess
+def _cli_decode(path: Path, sampling: media.FrameSampling) -> tuple[np.ndarray, list[np.ndarray]]:
+    """What the ffmpeg CLI gives for the same conversion (the decoder the service used before):
+    audio as `-ac 1 -ar 16000 -f f32le`, frames through the same filters after its autorotate."""
+    import subprocess
+
+    base = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path)]
+    sound = subprocess.run([*base, "-map", "0:a:0", "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
+                           capture_output=True, check=True).stdout
+    chain = ",".join(f"{name}={args}" for name, args in sampling.filters())
+    images = subprocess.run([*base, "-map", "0:v:0", "-an", "-vf", chain, "-frames:v", str(sampling.max_frames),
+                             "-c:v", "pam", "-f", "image2pipe", "-"], capture_output=True, check=True).stdout
+    frames = []
+    while images:
+        end = images.index(b"ENDHDR\n") + 7
+        fields = dict(line.split(b" ", 1) for line in images[:end].split(b"\n") if b" " in line)
+        w, h = int(fields[b"WIDTH"]), int(fields[b"HEIGHT"])
+        frames.append(np.frombuffer(images[end:end + w * h], np.uint8).reshape(h, w))
+        images = images[end + w * h:]
+    return np.frombuffer(sound, "<f4"), frames
 
 
-def _frames_and_audio(sound, video, rate: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """Read the two taps at once, as decode_clip does (audio on a thread of its own)."""
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(1) as pool:
-        samples = pool.submit(lambda: np.concatenate(list(media.audio_blocks(sound, 16000))))
-        frames = [f for _, f in media.frames_of(video, rate, 10.0)]
-        return frames, samples.result()
+def _one_pass(path: Path, sampling: media.FrameSampling) -> tuple[np.ndarray, list[np.ndarray]]:
+    with media.open_media(path, MediaLimits()) as source:
+        events = list(source.decode(16000, sampling))
+    return (np.concatenate([d for k, d in events if k == "audio"]), [d for k, d in events if k == "frame"])
 
 
-@pytest.mark.parametrize("source", ["generated", "cremad"])
-def test_one_decoder_for_both_streams_gives_what_one_decoder_per_stream_gives(tmp_path, source):
+@pytest.mark.parametrize("source", ["mp4", "webm", "cremad"])
+def test_one_pass_decodes_as_the_ffmpeg_cli_does(tmp_path, source):
+    """The same samples (AAC/Opus decoders of two FFmpeg versions: within 1e-7) and the same
+    frames; scaled frames within one grey level (swscale's area filter rounds a few pixels
+    differently from Debian's FFmpeg 5.1, fewer than the 5.1 CLI differs from itself without SIMD)."""
     if source == "cremad":
-        data = corpus_dir("cremad_av")
-        clip = sorted(data.glob("*.flv"))[0]
+        clip = sorted(corpus_dir("cremad_av").glob("*.flv"))[0]
+    elif source == "webm":
+        clip = make_video(tmp_path / "a.webm", seconds=3.0, size="640x360", vcodec="libvpx-vp9", acodec="libopus",
+                          extra=["-deadline", "realtime"])
     else:
-        clip = make_video(tmp_path / "a.mp4", seconds=3.0)
+        clip = make_video(tmp_path / "a.mp4", seconds=3.0, size="640x360")
     sampling = media.FrameSampling(8.0, 48, 360)
-    frames, samples = _frames_and_audio(*media.open_decoder(clip, 16000, sampling, 30.0), sampling.rate)
-    alone = np.concatenate(list(media.audio_blocks(media.open_audio(clip, 16000, 30.0), 16000)))
-    alone_frames = [f for _, f in media.frames_of(media.open_frames(clip, 8.0, 48, 360, 30.0), 8.0, 10.0)]
-    np.testing.assert_array_equal(samples, alone)
-    assert len(frames) == len(alone_frames) >= 16
-    for a, b in zip(frames, alone_frames):
+    samples, frames = _one_pass(clip, sampling)
+    cli_samples, cli_frames = _cli_decode(clip, sampling)
+    assert len(samples) == len(cli_samples) > 16000
+    np.testing.assert_allclose(samples, cli_samples, atol=1e-6, rtol=0)
+    assert len(frames) == len(cli_frames) >= 16
+    if source == "webm":
+        # Debian's FFmpeg 5.1 starts this file at Opus's codec delay (-7 ms) and so times every
+        # frame 7 ms later; FFmpeg 8.1 starts it at 0. Ticks of the fps filter that fall between
+        # two frames then take the other one: the same number of frames, not always the same.
+        return
+    for a, b in zip(frames, cli_frames):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1
+        assert np.mean(a != b) < 0.02
+    unscaled = media.FrameSampling(8.0, 48, 640)  # no scaling: the same bytes
+    for a, b in zip(_one_pass(clip, unscaled)[1], _cli_decode(clip, unscaled)[1]):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_reader_stopping_early_stops_the_shared_decoder(tmp_path):
-    """The frames reader gives up after one frame: ffmpeg is killed (it would block on the
-    pipe), the audio reader hears of it as a decoder failure, and nothing is left running."""
-    clip = make_video(tmp_path / "a.mp4", seconds=6.0, size="640x360")
-    before = _children()
-    sound, video = media.open_decoder(clip, 16000, media.FrameSampling(25.0, 150, 640), 30.0)
-    frames = media.frames_of(video, 25.0, 6.0)
-    next(frames)
-    frames.close()
-    with pytest.raises(media.MediaError) as e:
-        list(media.audio_blocks(sound, 16000))
-    assert e.value.code == "decoder_failed"
-    assert _children() <= before
+def test_a_display_rotation_turns_the_frames_as_the_ffmpeg_cli_does(tmp_path):
+    import av
+
+    path = tmp_path / "turned.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.set_display_rotation(90)
+        for i in range(25):
+            image = np.zeros((240, 320, 3), np.uint8)
+            image[:120, : 160 + 4 * i] = 255   # a corner that tells which way the frame is turned
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    sampling = media.FrameSampling(4.0, 8, 640)
+    with media.open_media(path, MediaLimits()) as source:
+        frames = [d for _, d in source.decode(None, sampling)]
+    cli = _cli_decode_frames_only(path, sampling)
+    assert frames[0].shape == (320, 240) and len(frames) == len(cli)
+    for a, b in zip(frames, cli):
+        np.testing.assert_array_equal(a, b)
+
+
+def _cli_decode_frames_only(path: Path, sampling: media.FrameSampling) -> list[np.ndarray]:
+    import subprocess
+
+    chain = ",".join(f"{name}={args}" for name, args in sampling.filters())
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vf", chain, "-frames:v",
+                          str(sampling.max_frames), "-f", "rawvideo", "-"], capture_output=True, check=True).stdout
+    return list(np.frombuffer(raw, np.uint8).reshape(-1, 320, 240))
 
 
 def test_audio_is_16k_mono_and_frames_are_bounded(tmp_path, detector):
@@ -112,7 +149,7 @@ def test_audio_is_16k_mono_and_frames_are_bounded(tmp_path, detector):
     info = media.probe(clip, MediaLimits())
     signal = media.decode_audio(clip, CFG.sample_rate, 10.0)
     assert signal.dtype == np.float32 and len(signal) == pytest.approx(4.0 * CFG.sample_rate, rel=0.02)
-    frames = list(media.stream_frames(clip, info, CFG.frame_fps, 100, CFG.frame_max_side, 10.0))
+    frames = list(media.stream_frames(clip, CFG.frame_fps, 100, CFG.frame_max_side, 10.0))
     assert len(frames) == pytest.approx(4.0 * CFG.frame_fps, abs=1)
     assert max(frames[0][1].shape) == CFG.frame_max_side
     decoded = decode_clip(clip, CFG, MediaLimits(), detector=detector)
@@ -135,48 +172,17 @@ def test_long_clip_sampling_respects_max_frames(tmp_path, detector):
     assert dense.faces.slice(2.0, 4.0).frames == pytest.approx(cfg.k_summary, abs=1)
 
 
-@pytest.mark.parametrize("kind", ["short", "long", "audio_only", "audio_only_mp4", "silent"])
-def test_decoders_started_beside_the_probe_give_what_decoders_after_it_give(tmp_path, detector, kind):
-    """Without `info`, decode_clip starts a decoder before ffprobe answers and keeps it, or
-    restarts it (a clip sampled below frame_fps; a wrong guess of the streams: an mp4 with
-    audio alone, a silent video) by the probe's verdict."""
-    cfg = PipelineConfig(max_frames=10) if kind == "long" else CFG
-    clip = make_video(tmp_path / ("a.m4a" if kind == "audio_only" else "a.mp4"), seconds=8.0 if kind == "long" else 2.0,
-                      video=not kind.startswith("audio_only"), audio=kind != "silent")
-    speculative = decode_clip(clip, cfg, MediaLimits(), detector=detector)
-    after_probe = decode_clip(clip, cfg, MediaLimits(), info=media.probe(clip, MediaLimits()), detector=detector)
-    assert speculative.info == after_probe.info
-    assert speculative.faces.frames == after_probe.faces.frames
-    np.testing.assert_array_equal(speculative.faces.frame_times, after_probe.faces.frame_times)
-    if kind == "silent":
-        assert speculative.audio is None and after_probe.audio is None
-    else:
-        np.testing.assert_array_equal(speculative.audio.mel, after_probe.audio.mel)
-    if kind == "long":
-        assert 8 <= speculative.faces.frames <= 10
-
-
-def _children() -> set[int]:
-    """Live (or unreaped) child processes of this one, from /proc."""
-    me, found = os.getpid(), set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if int(text[text.rindex(")") + 2:].split()[1]) == me:
-            found.add(int(stat.parent.name))
-    return found
-
-
-def test_a_refused_file_leaves_no_decoder_running(tmp_path, detector):
-    clip = make_video(tmp_path / "a.mp4", seconds=3.0, size="640x360")
-    before = _children()
-    for limits, code in [(MediaLimits(max_duration_s=1.0), "too_long"), (MediaLimits(max_width=320), "resolution_too_large")]:
-        with pytest.raises(media.MediaError) as e:
-            decode_clip(clip, CFG, limits, detector=detector)
-        assert e.value.code == code
-        assert _children() <= before
+def test_a_timeline_of_a_long_clip_is_sampled_from_the_same_open_file(tmp_path, detector):
+    """The sampling is chosen from the probe (here: a function of it) and decoded from the file
+    it came from: audio, frames and their times are those of a plain decode at that sampling."""
+    cfg = PipelineConfig(max_frames=10)
+    clip = make_video(tmp_path / "a.mp4", seconds=8.0)
+    seen = []
+    chosen = decode_clip(clip, cfg, MediaLimits(), detector=detector, segment_s=lambda info: seen.append(info) or 2.0)
+    fixed = decode_clip(clip, cfg, MediaLimits(), detector=detector, segment_s=2.0)
+    assert seen == [chosen.info] and chosen.info.duration_s == pytest.approx(8.0, abs=0.1)
+    np.testing.assert_array_equal(chosen.faces.frame_times, fixed.faces.frame_times)
+    np.testing.assert_array_equal(chosen.audio.mel, fixed.audio.mel)
 
 
 def test_a_video_needs_a_face_detector(tmp_path):

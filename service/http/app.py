@@ -28,7 +28,10 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> FastAP
         spool.remove_stale(settings.tmp_dir)  # left by an instance killed mid-upload
         if load:
             app.state.model.start()
-        yield
+        try:
+            yield
+        finally:
+            app.state.model.close()  # the decoder workers
 
     app = FastAPI(title="emotion-av", version=__version__, lifespan=lifespan,
                   description="Emotion recognition from a video of a speaking face, or from a voice recording.")

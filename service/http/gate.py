@@ -12,7 +12,7 @@ from service.http.observability import Metrics
 from service.pipeline.budget import Budget
 
 # Beyond the request budget, a worker that has not stopped is abandoned (it will stop at
-# its next check; its ffmpeg children are already killed) and the client gets its 504.
+# its next check; its decoder worker is already killed) and the client gets its 504.
 ABANDON_GRACE_S = 10.0
 
 
@@ -60,5 +60,5 @@ async def cancel_on_disconnect(request: Request, budget: Budget) -> None:
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
-            budget.cancel()  # the worker stops at its next check and kills its ffmpeg child
+            budget.cancel()  # the request's thread stops at its next check and kills its decoder worker
             return

@@ -154,7 +154,7 @@ async def predict(
         job = lambda: predict_file(  # noqa: E731
             bundle, upload.path, settings.media_limits(), timeline=timeline,
             timeline_after_s=settings.timeline_after_s, segment_s=segment_s or settings.segment_s,
-            budget=budget, timer=StageTimer())
+            budget=budget, timer=StageTimer(), decoder=request.app.state.model.decoders)
         # A plain task, not a task group: errors must reach the handlers unwrapped.
         watcher = asyncio.ensure_future(cancel_on_disconnect(request, budget))
         try:

@@ -263,7 +263,7 @@ def session_options(threads: int | None):
     # Explicit thread counts (design §8); requests are already parallel across workers.
     opts.intra_op_num_threads = threads or available_cpus()
     opts.inter_op_num_threads = 1
-    # Our ONNX calls are short and far apart, between ffmpeg and face detection: threads that
+    # Our ONNX calls are short and far apart, between decoding and face detection: threads that
     # spin-wait after each call would only take CPU from that work.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # No CPU memory arena: an arena keeps, for the life of the process, the largest buffers any

@@ -11,7 +11,8 @@ from service.model.calibration import served_view
 from service.pipeline.budget import Budget
 from service.pipeline.config import MediaLimits
 from service.pipeline.errors import MediaError
-from service.pipeline.extract import ClipFeatures, DecodedClip, ImageFeatures, clip_features, decode_clip
+from service.pipeline.extract import (
+    ClipFeatures, DecodedClip, Decoder, ImageFeatures, clip_features, decode_clip)
 from service.pipeline.media import MediaInfo
 from service.pipeline.timing import StageTimer
 
@@ -56,8 +57,9 @@ def _classify(bundle: Bundle, feats: ClipFeatures) -> tuple[np.ndarray, dict[str
 
 def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: bool | None = None,
                  timeline_after_s: float = 30.0, segment_s: float = 10.0, budget: Budget | None = None,
-                 timer: StageTimer | None = None) -> dict[str, Any]:
-    """`timeline`: True/False, or None for "only for clips longer than `timeline_after_s`"."""
+                 timer: StageTimer | None = None, decoder: Decoder | None = None) -> dict[str, Any]:
+    """`timeline`: True/False, or None for "only for clips longer than `timeline_after_s`".
+    `decoder`: where the file is decoded (the service's worker pool; in this thread by default)."""
     timer = timer or StageTimer()
     budget = budget or Budget()
     cfg = bundle.config
@@ -66,7 +68,8 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
         wanted = timeline if timeline is not None else info.duration_s > timeline_after_s
         return segment_s if wanted else None
 
-    clip = decode_clip(path, cfg, limits, timer, budget, segment_s=timeline_segment, detector=bundle.face_detector)
+    clip = decode_clip(path, cfg, limits, timer, budget, segment_s=timeline_segment, detector=bundle.face_detector,
+                       decoder=decoder)
     want_timeline = timeline_segment(clip.info) is not None
     budget.check()
     images = ImageFeatures(clip.faces, cfg, bundle)

@@ -1,5 +1,5 @@
 """Deadline and cancellation of one piece of work, checked between pipeline stages and
-enforced on ffmpeg children (they are killed, not waited for)."""
+enforced on the decoder worker (it is killed, not waited for)."""
 from __future__ import annotations
 
 import math
@@ -33,16 +33,3 @@ class Budget:
             raise MediaError("cancelled", "the client went away", status=CLIENT_GONE)
         if time.monotonic() > self.deadline:
             raise MediaError("processing_timeout", f"processing took longer than {self.timeout_s:.0f} s", status=504)
-
-
-class LinkedBudget(Budget):
-    """A budget of its own (cancel it to stop one branch of the work) that also obeys its parent."""
-
-    def __init__(self, parent: Budget):
-        super().__init__()
-        self.parent = parent
-        self.timeout_s, self.deadline = parent.timeout_s, parent.deadline
-
-    def check(self) -> None:
-        self.parent.check()
-        super().check()

@@ -148,8 +148,8 @@ RETIRED = {
 FLAG_NAMES = ("audio_present", "video_present", "face_detected")
 
 
-# Containers accepted from uploads: ffprobe's demuxer name -> the usual file extensions.
-# Joined by commas, the names are also ffmpeg's `-format_whitelist` (nested demuxers inherit
+# Containers accepted from uploads: FFmpeg's demuxer name -> the usual file extensions.
+# Joined by commas, the names are also the decoder's `format_whitelist` (nested demuxers inherit
 # it). Video files give audio and faces; the audio-only ones are answered from the voice
 # alone (`modalities.face = "missing"`). README "Accepted files" lists the same table.
 VIDEO_FORMATS: dict[str, tuple[str, ...]] = {
@@ -169,7 +169,7 @@ ACCEPTED_FORMATS: tuple[str, ...] = (*VIDEO_FORMATS, *AUDIO_FORMATS)
 
 @dataclass(frozen=True)
 class MediaLimits:
-    """Bounds on untrusted media, checked by the ffprobe gate before decoding. These
+    """Bounds on untrusted media, checked by the probe (`media.open_media`) before decoding. These
     defaults are the service's defaults (service/settings.py reads them from here)."""
 
     max_duration_s: float = 900.0

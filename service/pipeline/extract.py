@@ -8,11 +8,11 @@ features and serving features cannot drift apart.
 Decoding is streamed: audio blocks become mel frames (`audio.AudioAccumulator`) and each
 sampled frame becomes an aligned 64x64 face crop as soon as it is decoded, so what a clip
 keeps in memory is small per second and bounded in total (at most `max_frames` crops, or
-`k_summary` per timeline segment). One ffmpeg decodes audio and frames into two pipes, the
-audio read on a thread of its own; faces are detected (BlazeFace, the bundle's
-`face_detector`) on each frame as it arrives while ffmpeg keeps decoding the next ones into
-the pipe, so the stage timings overlap: `face_detection` runs inside `decode_frames`, beside
-`decode_audio`.
+`k_summary` per timeline segment). The file is opened once and demuxed once, audio and
+frames in the same pass (`media.Source.decode`); in the service that pass runs in a decoder
+worker process (`decoder_pool`), which keeps decoding the next frames while faces are
+detected (BlazeFace, the bundle's `face_detector`) on the ones already decoded, so
+`face_detection` runs inside `decode`.
 
 A frame without a usable face contributes nothing to the face side: `FaceTrack` holds the
 frames with a face only (and counts the others); a clip without any is answered from audio.
@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
@@ -30,7 +28,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from service.pipeline import audio, audio_frames, fusion, media, visual
-from service.pipeline.budget import Budget, LinkedBudget
+from service.pipeline.budget import Budget
 from service.pipeline.config import MediaLimits, PipelineConfig
 from service.pipeline.face_detector import BlazeFace
 from service.pipeline.timing import StageTimer
@@ -114,12 +112,9 @@ def frame_sampling(info: media.MediaInfo, cfg: PipelineConfig, segment_s: float 
     return rate, cap
 
 
-def _decode_audio(child: media.Tap, cfg: PipelineConfig, timer: StageTimer) -> audio.AudioTrack:
-    with timer.stage("decode_audio"):
-        acc = audio.AudioAccumulator(cfg)
-        for block in media.audio_blocks(child, cfg.sample_rate):
-            acc.feed(block)
-        return acc.finish()
+class Decoder(Protocol):
+    """Opens a file for one decode pass: `media.InProcess` or the service's `DecoderPool`."""
+    def open(self, path: Path, limits: MediaLimits, budget: Budget | None = None) -> media.Source: ...
 
 
 def warm_up_faces(cfg: PipelineConfig, detector: BlazeFace | None = None) -> None:
@@ -129,110 +124,82 @@ def warm_up_faces(cfg: PipelineConfig, detector: BlazeFace | None = None) -> Non
         visual.detect_face(np.full((120, 160), 128, np.uint8), detector, cfg)
 
 
-def _decode_faces(child: media.Tap, info: media.MediaInfo, rate: float, cfg: PipelineConfig,
-                  timer: StageTimer, detector: BlazeFace) -> FaceTrack:
-    """Aligned face crops of the sampled frames. Each frame is run through the detector as
-    it arrives, on this thread: ffmpeg, a separate process, keeps decoding into its (1 MiB)
-    pipe meanwhile, so detection overlaps decoding without threads of our own, and memory
-    stays bounded (one frame at a time) whatever the clip length."""
-    all_times: list[float] = []
-    times: list[float] = []
-    index: list[int] = []
-    crops: list[visual.FaceCrop] = []
-    flagged: dict[str, int] = {}
-    detect_ms = 0.0
-    with timer.stage("decode_frames"):
-        for i, (t, frame) in enumerate(media.frames_of(child, rate, info.duration_s)):
-            all_times.append(t)
-            start = time.perf_counter()
-            crop = visual.detect_face(frame, detector, cfg)
-            detect_ms += (time.perf_counter() - start) * 1000.0
-            if crop is None:
-                continue
-            if not crop.detected:
-                flagged[crop.reason] = flagged.get(crop.reason, 0) + 1
-                continue
-            crops.append(crop)
-            times.append(t)
-            index.append(i)
-    timer.add("face_detection", detect_ms)
-    return FaceTrack(crops, np.asarray(times, np.float64), np.asarray(index, np.int64), frames=len(all_times),
-                     flagged=flagged, frame_times=np.asarray(all_times, np.float64))
+class _FaceCollector:
+    """Aligned face crops of the sampled frames, each frame run through the detector as it
+    arrives (memory stays bounded: one frame at a time, whatever the clip length)."""
 
+    def __init__(self, rate: float, duration_s: float, cfg: PipelineConfig, detector: BlazeFace):
+        self.rate, self.duration_s, self.cfg, self.detector = rate, duration_s, cfg, detector
+        self.all_times: list[float] = []
+        self.times: list[float] = []
+        self.index: list[int] = []
+        self.crops: list[visual.FaceCrop] = []
+        self.flagged: dict[str, int] = {}
+        self.detect_ms = 0.0
 
-def probe(path: Path, limits: MediaLimits, timer: StageTimer, budget: Budget | None = None,
-          references_refused: bool = False) -> media.MediaInfo:
-    with timer.stage("probe"):
-        return media.probe(path, limits, budget, references_refused)
+    def add(self, frame: np.ndarray) -> None:
+        i = len(self.all_times)
+        t = min(i / self.rate, self.duration_s)  # the fps filter's output frame i is at i / rate
+        self.all_times.append(t)
+        start = time.perf_counter()
+        crop = visual.detect_face(frame, self.detector, self.cfg)
+        self.detect_ms += (time.perf_counter() - start) * 1000.0
+        if crop is None:
+            return
+        if not crop.detected:
+            self.flagged[crop.reason] = self.flagged.get(crop.reason, 0) + 1
+            return
+        self.crops.append(crop)
+        self.times.append(t)
+        self.index.append(i)
+
+    def track(self) -> FaceTrack:
+        return FaceTrack(self.crops, np.asarray(self.times, np.float64), np.asarray(self.index, np.int64),
+                         frames=len(self.all_times), flagged=self.flagged,
+                         frame_times=np.asarray(self.all_times, np.float64))
 
 
 SegmentChoice = float | Callable[[media.MediaInfo], float | None] | None
 
 
 def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: StageTimer | None = None,
-                budget: Budget | None = None, info: media.MediaInfo | None = None,
-                segment_s: SegmentChoice = None, detector: BlazeFace | None = None) -> DecodedClip:
-    """Probe (unless `info` is given), then decode audio (to mel frames) and sampled frames
-    (to aligned face crops, through `detector`) in parallel. `segment_s`: sample frames
-    densely enough for a timeline with segments of that length, or a function of the probed
-    file that says so. A file with a video stream needs the detector: no face is ever guessed.
+                budget: Budget | None = None, segment_s: SegmentChoice = None, detector: BlazeFace | None = None,
+                decoder: Decoder | None = None) -> DecodedClip:
+    """Open the file once (the probe: refused here when out of bounds), then decode audio (to
+    mel frames) and sampled frames (to aligned face crops, through `detector`) in one demux
+    pass of the same open file. `segment_s`: sample frames densely enough for a timeline with
+    segments of that length, or a function of the probed file that says so. A file with a
+    video stream needs the detector: no face is ever guessed. `decoder`: where the decoding
+    runs (the service's worker pool), in this thread by default.
 
-    ffprobe's start-up (60-80 ms of shared libraries) is the largest fixed cost of a short
-    clip, so without `info` one ffmpeg starts first, decoding the streams the file's first
-    bytes suggest (`media.likely_streams`) at the sampling every clip up to
-    `max_frames / frame_fps` seconds gets, and runs while ffprobe answers; its verdict then
-    keeps it, or stops it and starts the decoder the file needs (a refused file is never
-    read from). The speculative decoder refuses frames beyond the resolution limit
-    (`-max_pixels`), as the probe would."""
+    Stage timings: `probe` (the file opened and checked), `decode` (the pass), and inside it
+    `face_detection`: a worker decodes the next frames while this thread detects faces."""
     timer = timer or StageTimer()
     budget = budget or Budget()
-    audio_budget = LinkedBudget(budget)
-    usual = media.FrameSampling(cfg.frame_fps, cfg.max_frames, cfg.frame_max_side)
-
-    def start(sound: bool, sampling: media.FrameSampling | None) -> tuple[media.Tap | None, media.Tap | None]:
-        taps = media.open_decoder(path, cfg.sample_rate if sound else None, sampling, limits.timeout_s, budget,
-                                  limits.allowed_formats, audio_budget)
-        for tap in taps:
-            if tap is not None:
-                children.enter_context(tap)
-        return taps
-
-    with ExitStack() as children:
-        sound = video = None
-        if info is None:
-            has_audio, has_video = media.likely_streams(media.refuse_references(path))
-            sound, video = start(has_audio, replace(usual, max_pixels=limits.max_width * limits.max_height)
-                                 if has_video else None)
-            info = probe(path, limits, timer, budget, references_refused=True)
+    decoder = decoder or media.InProcess()
+    with timer.stage("probe"):
+        source = decoder.open(path, limits, budget)
+    with source:
+        info = source.info
         segment = segment_s(info) if callable(segment_s) else segment_s
         if info.has_video and detector is None:
             raise ValueError("a video needs a face detector: the bundle's face_detector artifact "
                              "(trainer.face.detector adds one to a bundle that lacks it)")
         rate, cap = frame_sampling(info, cfg, segment)
         sampling = media.FrameSampling(rate, cap, cfg.frame_max_side) if info.has_video else None
-        started = (sound is not None, video is not None and (rate, cap) == (usual.rate, usual.max_frames))
-        if started != (info.has_audio, info.has_video):
-            # The guess was wrong, or a long clip or a timeline samples otherwise: stop the
-            # speculative decoder (unread) and start the one this file needs.
-            for tap in (sound, video):
-                if tap is not None:
-                    tap.close()
-            sound, video = start(info.has_audio, sampling) if info.has_audio or info.has_video else (None, None)
-        track = None
-        faces = FaceTrack([], np.zeros(0), np.zeros(0, np.int64))
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio") as pool:
-            pending = pool.submit(_decode_audio, sound, cfg, timer) if sound is not None else None
-            try:
-                if video is not None:
-                    faces = _decode_faces(video, info, rate, cfg, timer, detector)
-            except BaseException:
-                audio_budget.cancel()  # do not keep decoding audio for a request that has failed
-                raise
-            if pending is not None:
-                track = pending.result()
-    if (track is None or track.n_samples == 0) and faces.frames == 0:
+        acc = audio.AudioAccumulator(cfg) if info.has_audio else None
+        faces = _FaceCollector(rate, info.duration_s, cfg, detector)
+        with timer.stage("decode"):
+            for kind, data in source.decode(cfg.sample_rate if acc is not None else None, sampling):
+                if kind == "audio":
+                    acc.feed(data)
+                else:
+                    faces.add(data)
+        timer.add("face_detection", faces.detect_ms)
+    track = acc.finish() if acc is not None else None
+    if (track is None or track.n_samples == 0) and not faces.all_times:
         raise media.MediaError("no_usable_stream", "no audio samples or video frames could be decoded")
-    return DecodedClip(info, track, faces)
+    return DecodedClip(info, track, faces.track())
 
 
 def audio_mfcc(signal: np.ndarray, cfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:

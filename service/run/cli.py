@@ -248,7 +248,7 @@ def predict_command(args: argparse.Namespace) -> int:
                 bar.set_postfix(failed=sum(failures.values()), refresh=False)
             bar.update(1)
     except KeyboardInterrupt:
-        interrupted = True  # files in flight are dropped (their ffmpeg got the SIGINT too): --resume redoes them
+        interrupted = True  # files in flight are dropped: --resume redoes them
     finally:
         outcomes.close()
         bar.close()

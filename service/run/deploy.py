@@ -86,12 +86,8 @@ async def _check(app) -> dict[str, Any]:
 
 
 def check(settings) -> dict[str, Any]:
-    """Start the app as the server would (bundle load, verification, warm-up), query it, stop."""
+    """Start the app as the server would (bundle load, verification, warm-up, the decoder
+    workers), query it, stop."""
     from service.http.app import create_app
 
-    result = asyncio.run(_check(create_app(settings)))
-    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
-    if missing:
-        result["ready"] = False
-        result["missing_tools"] = missing
-    return result
+    return asyncio.run(_check(create_app(settings)))

@@ -16,6 +16,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def is_decoder_worker(pid: int) -> bool:
+    """A live decoder worker (by its command line; a zombie has none)."""
+    try:
+        return b"service.pipeline.decode_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -75,8 +83,7 @@ class ServiceProcess:
         """Seconds from spawn until /readyz answers 200."""
         return self._wait({200}, timeout, interval)
 
-    def children(self) -> list[int]:
-        """Pids of the server's child processes (ffmpeg, ffprobe) right now."""
+    def _children(self) -> list[int]:
         pids: list[int] = []
         for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
             try:
@@ -84,6 +91,15 @@ class ServiceProcess:
             except OSError:
                 pass
         return pids
+
+    def decoder_workers(self) -> list[int]:
+        """Pids of the server's decoder worker processes (service/pipeline/decoder_pool.py)."""
+        return [pid for pid in self._children() if is_decoder_worker(pid)]
+
+    def children(self) -> list[int]:
+        """Pids of the server's other child processes right now (none is expected between
+        requests: a killed worker that was not reaped, a zombie, shows here too)."""
+        return [pid for pid in self._children() if not is_decoder_worker(pid)]
 
     def peak_rss_mb(self) -> float:
         """High-water mark of the server process's resident memory (VmHWM)."""

@@ -1,9 +1,11 @@
-"""Loading the bundle without holding up the server.
+"""Loading the bundle and starting the decoders without holding up the server.
 
 The server accepts connections at once: `/healthz` answers 200 and `/readyz` 503 (with
 Retry-After) while a background thread imports the pipeline, loads and verifies the bundle
-and warms every session; then `/readyz` turns 200. A bundle that cannot be loaded is
-logged and reported to `on_failure` (`python -m service` then exits non-zero).
+and warms every session, and the decoder worker processes start beside it; then `/readyz`
+turns 200. A bundle that cannot be loaded (or decoders that cannot start) is logged and
+reported to `on_failure` (`python -m service` then exits non-zero). `close` stops the
+decoder workers when the server shuts down.
 """
 from __future__ import annotations
 
@@ -23,11 +25,14 @@ def warm_up(bundle) -> None:
     that before ready."""
     import numpy as np
 
-    from service.pipeline import audio, extract
+    from service.pipeline import audio, extract, visual
 
     cfg = bundle.config
     audio.warm_up(cfg)
     extract.warm_up_faces(cfg, bundle.face_detector)
+    # k-means of the summary selection (scikit-learn's first fit sets up its thread pools)
+    visual.select_summary(np.random.default_rng(0).normal(size=(3 * cfg.k_summary, cfg.frame_code_dim)),
+                          cfg.k_summary, cfg.kmeans_seed)
     bundle.encode_audio(np.zeros((4, cfg.audio_frame_dim), np.float32))
     bundle.encode_frames(np.zeros((2, cfg.frame_ae_size ** 2), np.float32))
     bundle.image_features(np.zeros((cfg.k_summary, cfg.image_size, cfg.image_size, 3), np.float32))
@@ -57,12 +62,20 @@ def load_and_warm(settings: Settings):
     return bundle
 
 
+def start_decoders(settings: Settings):
+    """The decoder worker pool, every worker started and warm."""
+    from service.pipeline.decoder_pool import DecoderPool
+
+    return DecoderPool(settings.decode_workers or settings.max_concurrency, settings.decode_threads).start()
+
+
 class ModelState:
-    """The served bundle, once loaded and warmed (`app.state.model`)."""
+    """The served bundle, once loaded and warmed, and the decoder pool (`app.state.model`)."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.bundle = None
+        self.decoders = None
         self.error: str | None = None
         self.on_failure: Callable[[str], None] | None = None
         self._done = asyncio.Event()
@@ -81,17 +94,38 @@ class ModelState:
         started = time.monotonic()
 
         def run() -> None:
+            decoders: dict = {}
+
+            def start_pool() -> None:
+                try:
+                    decoders["pool"] = start_decoders(self.settings)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    decoders["error"] = exc
+
+            # The workers' start (other processes) overlaps the bundle's loading (this one).
+            starter = threading.Thread(target=start_pool, name="decoder-start", daemon=True)
+            starter.start()
             try:
                 bundle, error = loader(self.settings), None
             except Exception as exc:  # noqa: BLE001 - reported, and the process stops
                 log.exception("the model bundle could not be loaded from %s", self.settings.model_dir)
                 bundle, error = None, str(exc) or type(exc).__name__
+            starter.join()
+            self.decoders = decoders.get("pool")
+            if "error" in decoders and error is None:
+                log.error("the decoder workers could not be started: %s", decoders["error"])
+                bundle, error = None, f"decoder workers: {decoders['error']}"
             try:
                 loop.call_soon_threadsafe(self._finish, bundle, error, time.monotonic() - started)
             except RuntimeError:  # the server stopped (and closed its loop) while loading
                 pass
 
         threading.Thread(target=run, name="bundle-loader", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop the decoder workers (at shutdown). Returns None."""
+        if self.decoders is not None:
+            self.decoders.close()
 
     def _finish(self, bundle, error: str | None, seconds: float) -> None:
         self.bundle, self.error = bundle, error
