@@ -1,4 +1,4 @@
-"""Audio feature cost per second of audio on the service's path (issue 15: <= 25 ms/s).
+"""Audio feature cost per second of audio on the service's path (target: <= 25 ms/s).
 
 Times what `POST /predict` does with a decoded audio stream, per second of audio:
 AudioAccumulator.feed in the service's 10 s blocks + finish, frame features, the speech

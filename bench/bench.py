@@ -278,7 +278,7 @@ def measure_peer(clips: list[clipmod.Clip], args) -> tuple[dict, dict]:
     return install, results
 
 
-# ---------------------------------------------------------------- face detection (issue 16)
+# ---------------------------------------------------------------- face detection
 
 def measure_detection(clips: list[clipmod.Clip], args) -> dict:
     """bench/detection.py in a child process (it imports the service's pipeline; this script does

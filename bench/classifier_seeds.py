@@ -1,5 +1,5 @@
 """The Bi-LSTM-SA against the Bi-LSTM and CNN baselines and the late-fusion references, retrained
-from several seeds on one build's cached inputs (issue 17: "on identical inputs, whatever the
+from several seeds on one build's cached inputs (the goal: "on identical inputs, whatever the
 outcome"; a single build's ranking moves with the seed).
 
 Reads the build cache of `trainer build --out models/default` (`.cache/builds/default/`: the

@@ -1,4 +1,4 @@
-"""How much lossy coding moves the audio head's answer (issue 18: a voice recording as wav,
+"""How much lossy coding moves the audio head's answer (the goal: a voice recording as wav,
 flac, mp3 or ogg must get the same label).
 
 Each RAVDESS clip of the validation actors (15-16: never trained on, not the test actors) is

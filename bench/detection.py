@@ -1,5 +1,5 @@
 """Face detection, BlazeFace (the bundle's `face_detector`) beside OpenCV's Haar cascade (the
-detector before issue 16), on the frames the service samples: detection rate and per-frame cost.
+detector it replaced), on the frames the service samples: detection rate and per-frame cost.
 
     .venv/bin/python bench/detection.py --clips a.flv,b.flv [--model-dir models/default] [--json OUT]
 
@@ -63,7 +63,7 @@ def variant(frame: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Haar:
-    """The face step of the service before issue 16 (service/pipeline/visual.py at 34cb509)."""
+    """The face step of the service before BlazeFace (service/pipeline/visual.py at 34cb509)."""
 
     def __init__(self) -> None:
         self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")

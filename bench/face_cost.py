@@ -1,4 +1,4 @@
-"""Face backbone cost per face in ONNX Runtime, side by side (issue 14: no higher than the
+"""Face backbone cost per face in ONNX Runtime, side by side (target: no higher than the
 ResNet-50 at 48 px that the bundle shipped before the face ResNet).
 
 Every backbone gets one CPU session with 1 intra-op thread (the service's setting per

@@ -1,4 +1,4 @@
-"""Where the silent face stills lose accuracy (issue 14: stills through the service ≥ 0.68, while
+"""Where the silent face stills lose accuracy (target: stills through the service ≥ 0.68, while
 the backbone scores 0.67 on FER2013 public_test). On the same held-out stills that
 `bench/heldout_eval.py --kinds face` posts, side by side:
 

@@ -1,5 +1,5 @@
-"""Snapshot ensembles and weight averages of the committed face-backbone checkpoints (issue 14's
-optional "averaging the weights of the last checkpoints"): each checkpoint, the mean answer of
+"""Snapshot ensembles and weight averages of the committed face-backbone checkpoints (the face
+expert's optional "averaging the weights of the last checkpoints"): each checkpoint, the mean answer of
 several, their averaged weights, and the averaged weights with BatchNorm statistics
 re-estimated on training faces (SWA's update_bn). Flip-averaged, one face at a time, on the
 validation faces (to choose) and the test faces (FER2013 public_test + held-out CK+: to report).

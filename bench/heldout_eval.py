@@ -1,4 +1,4 @@
-"""End-to-end accuracy on held-out data, through a real server (issues 14, 15, 17; bench/README.md).
+"""End-to-end accuracy on held-out data, through a real server (bench/README.md).
 
 Clips are built with ffmpeg from a held-out split of the project (trainer.data.splits.split_of) and
 posted to `python -m service` (service/run/harness.py), as a client would send them:

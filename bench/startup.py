@@ -14,7 +14,7 @@ verified and warmed up). Three kinds, each with an empty NUMBA_CACHE_DIR except 
 - *warm*: the same PYTHONPYCACHEPREFIX and NUMBA_CACHE_DIR, filled by an earlier start.
 
 The operating system's file cache cannot be emptied without root; it is warm after the first run.
-Targets (issue 18): 503 within 2 s of launch, 200 within 10 s, from a fresh install.
+Targets: 503 within 2 s of launch, 200 within 10 s, from a fresh install.
 """
 from __future__ import annotations
 

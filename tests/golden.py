@@ -1,6 +1,6 @@
 """Golden probabilities of the shipped bundle on the six real CREMA-D clips.
 
-A refactor must not change what the shipped bundle answers (issue 13): the test compares
+A refactor must not change what the shipped bundle answers: the test compares
 `predict_file` on these clips with the figures recorded here, to 1e-6. A new bundle
 changes them on purpose; record its figures with
 

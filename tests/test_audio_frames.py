@@ -1,4 +1,4 @@
-"""Rich audio frame features, the speech gate and utterance statistics (issue 15): the
+"""Rich audio frame features, the speech gate and utterance statistics: the
 streamed service path and the trainer compute identical features."""
 from __future__ import annotations
 

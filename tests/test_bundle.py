@@ -123,3 +123,25 @@ def test_shipped_default_bundle_verifies():
     assert set(REQUIRED_ROLES) <= set(bundle.sessions)
     size = sum(f.stat().st_size for f in DEFAULT_MODEL_DIR.iterdir())
     assert size < 60 * 2**20, f"shipped bundle is {size / 2**20:.1f} MiB"
+
+
+def test_shipped_model_card_has_the_voice_across_corpora_and_the_training_licences():
+    """The shipped report leads with the cross-corpus table (before/after the voice's
+    augmentation) and lists every corpus its weights derive from, with its licence; URDU,
+    evaluation only, is scored there and never listed as training data."""
+    from service.settings import DEFAULT_MODEL_DIR
+    from trainer.data import LICENCES
+
+    manifest = json.loads((DEFAULT_MODEL_DIR / "manifest.json").read_text())
+    report = (DEFAULT_MODEL_DIR / "report.md").read_text()
+    rows = manifest["metrics"]["cross_corpus"]
+    assert [r["variant"] for r in rows] == ["plain", "aug4"]
+    for r in rows:
+        assert {"in-corpus", "framing trim2s", "framing cut", "loco TESS", "urdu"} <= set(r)
+        assert r["urdu"]["n"] == 400 and 0 <= r["urdu"]["accuracy"] <= 1
+        assert f"| {r['variant']} | {r['in-corpus']['accuracy']:.3f} |" in report
+    assert report.index("## The voice across corpora") < report.index("## Every model and view")
+    used = manifest["metrics"]["training_corpora"]
+    assert "urdu" not in used and {"ravdess", "fer2013", "rafdb"} <= set(used)
+    for corpus, entry in used.items():
+        assert entry["licence"] == LICENCES[corpus] and f"| {corpus} | {entry['n']} |" in report

@@ -1,4 +1,4 @@
-"""The HTTP contract users code against (issue 18): the OpenAPI document types every body,
+"""The HTTP contract users code against: the OpenAPI document types every body,
 README's errors, settings and accepted-files tables say what the code does, and a running
 server's responses conform to its own schema (schemathesis)."""
 from __future__ import annotations

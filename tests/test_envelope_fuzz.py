@@ -1,4 +1,4 @@
-"""The multipart envelope, fuzzed against a real server (issue 20).
+"""The multipart envelope, fuzzed against a real server.
 
 Hypothesis generates content types (boundary lengths up to 4,000 characters, quoting,
 charset and other parameters, duplicates, control characters), part headers (missing or

@@ -1,4 +1,4 @@
-"""The face front-end (issue 16): BlazeFace decoding in numpy, aligned crops framed like the face
+"""The face front-end: BlazeFace decoding in numpy, aligned crops framed like the face
 corpora, flags for unusable faces, and the detector as a bundle artifact."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-modality answers (issue 17): beside the fused probabilities, each present modality's
+"""Per-modality answers: beside the fused probabilities, each present modality's
 own, from the classifier on the sequence with the other modality removed."""
 from __future__ import annotations
 

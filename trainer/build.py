@@ -21,6 +21,7 @@ from trainer.stages.audio_domain import audio_domain
 from trainer.stages.audio_head import audio_head
 from trainer.stages.face_head import face_head
 from trainer.stages.classifiers import classifiers
+from trainer.stages.cross_corpus import cross_corpus, with_cross_corpus
 from trainer.stages.data import prepare_data
 from trainer.stages.evaluation import evaluation
 from trainer.stages.faces import face_backbone, face_detector, face_features
@@ -88,4 +89,5 @@ def _stages(ctx: BuildContext) -> Path:
     served = run_stage(ctx, "served_calibration", served_calibration, manifest)
     if served.calibration:
         manifest = apply_served(manifest, asdict(served))
+    manifest = with_cross_corpus(manifest, run_stage(ctx, "cross_corpus", cross_corpus))
     return run_stage(ctx, "publish", publish, manifest)

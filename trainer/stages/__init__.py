@@ -30,7 +30,8 @@ from trainer.recipe import BuildOptions, Recipe
 log = logging.getLogger("trainer")
 SPLITS = ("train", "val", "test")
 STAGES = ("data", "audio_features", "audio_encoder", "face_backbone", "face_detector", "face_features", "pairs",
-          "audio_head", "audio_domain", "face_head", "feature_selection", "classifiers", "evaluation", "served_calibration", "publish")
+          "audio_head", "audio_domain", "face_head", "feature_selection", "classifiers", "evaluation", "served_calibration",
+          "cross_corpus", "publish")
 ALWAYS_RUN = {"data", "audio_features", "evaluation", "publish"}
 T = TypeVar("T")
 

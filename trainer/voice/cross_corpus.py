@@ -33,6 +33,7 @@ from trainer.cache import FeatureCache
 from trainer.data import BASIC7, Sample, discover_corpora, load_corpus
 from trainer.data.splits import RAVDESS_TEST, RAVDESS_VAL, split_of
 from trainer.paths import CACHE_DIR, DATA_DIR, REPO_ROOT
+from trainer.report.writer import cross_corpus_table
 from trainer.voice.augment import Augment, reframed
 from trainer.voice.features import (
     AudioFrames,
@@ -93,9 +94,9 @@ def scores(p: np.ndarray, y: np.ndarray, classes: Sequence[str] = BASIC7, restri
 
 
 class Study:
-    def __init__(self, data: Path, cache: Path, split: str):
-        self.cfg = bundle_config()
-        self.cache = FeatureCache(cache)
+    def __init__(self, data: Path, cache: FeatureCache, split: str, cfg: PipelineConfig):
+        self.cfg = cfg
+        self.cache = cache
         found = discover_corpora(data)
         self.corpora = {c: load_corpus(c, found[c]) for c in ("ravdess", "tess", "cremad", "urdu") if c in found}
         held = RAVDESS_VAL if split == "val" else RAVDESS_TEST
@@ -153,16 +154,11 @@ class Study:
         return out
 
 
-def table(rows: list[dict]) -> str:
-    cols = ["in-corpus", *(f"framing {h}" for h in FRAMINGS), "loco TESS", "CREMA-D", "urdu"]
-    lines = ["| variant | " + " | ".join(cols) + " | urdu (4) | urdu wrong > 0.9 |",
-             "|" + "---|" * (len(cols) + 3)]
-    for r in rows:
-        cells = [f"{r[c]['accuracy']:.3f}" if c in r else "" for c in cols]
-        u = r.get("urdu", {})
-        lines.append(f"| {r['variant']} | " + " | ".join(cells) +
-                     f" | {u.get('accuracy_restricted', float('nan')):.3f} | {u.get('wrong_above_0.9', '')} |")
-    return "\n".join(lines)
+def study_rows(data: Path, cache: FeatureCache, split: str, cfg: PipelineConfig,
+               variants: Sequence[str]) -> list[dict]:
+    """One row of figures per named variant (`VARIANTS`), as `cross_corpus_table` prints them."""
+    study = Study(data, cache, split, cfg)
+    return [study.run(name, VARIANTS[name]) for name in variants]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,12 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "voice_cross_corpus.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    study = Study(args.data, args.cache, args.split)
+    study = Study(args.data, FeatureCache(args.cache), args.split, bundle_config())
     rows = []
     for name in args.variants.split(","):
         rows.append(study.run(name, VARIANTS[name]))
         log.info("%s", json.dumps(rows[-1]))
-        print(table(rows), flush=True)
+        print(cross_corpus_table(rows), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
 
