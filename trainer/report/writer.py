@@ -282,7 +282,7 @@ def _cross_corpus(manifest: Manifest) -> list[str]:
             "never heard), on the 6 CREMA-D clips and on URDU (natural Urdu speech, evaluation only: answered "
             "label over 7 emotions, and restricted to its 4). `plain` is the recipe before augmentation; "
             "the bundle's audio head uses the last row's. Accuracy:", "",
-            cross_corpus_table(rows)]
+            cross_corpus_table(rows), ""]
 
 
 def cross_corpus_table(rows: list[dict]) -> str:
