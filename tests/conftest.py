@@ -46,6 +46,16 @@ def corpus_dir(name: str) -> Path:
     return path
 
 
+def turned_face_clip(tmp_path: Path) -> Path:
+    """A silent clip of a real FER2013 face turned well away from the camera (yaw ~0.6 eye
+    distances: the face-quality gate flags it), made as the held-out face clips are."""
+    from trainer.fusion.served_clips import Item, make_face
+    still = corpus_dir("fer2013") / "public_test" / "neutral" / "PublicTest_22752690.jpg"
+    if not still.exists():
+        pytest.skip(f"{still} is not in the shared data")
+    return make_face(Item(still, "neutral"), tmp_path)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA_DIR.is_dir():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, corpus_dir
+from conftest import REPO_ROOT, corpus_dir, turned_face_clip
 from media import make_video
 
 from service.http.schemas import PredictResponse
@@ -73,3 +73,12 @@ def test_audio_only_file_answers_audio_alone(bundle, tmp_path: Path):
     result = predict_file(bundle, clip, MediaLimits())
     by = result["probabilities_by_modality"]
     assert by["face"] is None and by["audio"] == result["probabilities"]
+
+
+@pytest.mark.slow
+def test_a_clip_of_a_turned_face_is_answered_from_the_face_marked_low_quality(bundle, tmp_path: Path):
+    result = predict_file(bundle, turned_face_clip(tmp_path), MediaLimits())
+    PredictResponse.model_validate(result)
+    assert result["modalities"] == {"audio": "missing", "face": "low_quality"}
+    assert result["probabilities_by_modality"]["face"] == result["probabilities"]
+    assert all(f["face_detected"] for f in result["summary_frames"])

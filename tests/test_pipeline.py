@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import corpus_dir
+from conftest import corpus_dir, turned_face_clip
 from media import make_video, need_ffmpeg
 
 from service.pipeline import audio, fusion, media, visual
@@ -53,6 +53,12 @@ def test_probe_accepts_audio_files(tmp_path, name, acodec):
     assert info.has_audio and not info.has_video and info.duration_s == pytest.approx(2.0, abs=0.1)
 
 
+def _cli_skip(path: Path, sampling: media.FrameSampling) -> list[str]:
+    """The CLI's input option for the frames the service leaves undecoded (`skips_nonref`)."""
+    with media.open_media(path, MediaLimits()) as source:
+        return ["-skip_frame", "noref"] if sampling.skips_nonref(source.info.fps) else []
+
+
 def _cli_decode(path: Path, sampling: media.FrameSampling) -> tuple[np.ndarray, list[np.ndarray]]:
     """What the ffmpeg CLI gives for the same conversion (the decoder the service used before):
     audio as `-ac 1 -ar 16000 -f f32le`, frames through the same filters after its autorotate."""
@@ -62,7 +68,8 @@ def _cli_decode(path: Path, sampling: media.FrameSampling) -> tuple[np.ndarray, 
     sound = subprocess.run([*base, "-map", "0:a:0", "-ac", "1", "-ar", "16000", "-f", "f32le", "-"],
                            capture_output=True, check=True).stdout
     chain = ",".join(f"{name}={args}" for name, args in sampling.filters())
-    images = subprocess.run([*base, "-map", "0:v:0", "-an", "-vf", chain, "-frames:v", str(sampling.max_frames),
+    images = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *_cli_skip(path, sampling), "-i", str(path),
+                             "-map", "0:v:0", "-an", "-vf", chain, "-frames:v", str(sampling.max_frames),
                              "-c:v", "pam", "-f", "image2pipe", "-"], capture_output=True, check=True).stdout
     frames = []
     while images:
@@ -139,7 +146,7 @@ def _cli_decode_frames_only(path: Path, sampling: media.FrameSampling) -> list[n
     import subprocess
 
     chain = ",".join(f"{name}={args}" for name, args in sampling.filters())
-    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-vf", chain, "-frames:v",
+    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *_cli_skip(path, sampling), "-i", str(path), "-vf", chain, "-frames:v",
                           str(sampling.max_frames), "-f", "rawvideo", "-"], capture_output=True, check=True).stdout
     return list(np.frombuffer(raw, np.uint8).reshape(-1, 320, 240))
 
@@ -238,10 +245,28 @@ def test_mfcc_shape_and_silence():
 def test_face_found_in_every_frame_of_a_real_clip_and_none_in_a_blank_one(detector):
     clip = sorted(corpus_dir("cremad_av").glob("*.flv"))[0]
     faces = decode_clip(clip, CFG, MediaLimits(), detector=detector).faces
-    assert faces.frames >= 8 and len(faces) == faces.frames and not faces.flagged
+    assert faces.frames >= 8 and len(faces) == faces.frames and not faces.flagged and not faces.low_quality
     assert all(c.detected and c.reason == "" for c in faces.crops)
     assert faces.crops[0].image.shape == (CFG.image_size, CFG.image_size)
     assert visual.detect_face(np.full((240, 320), 128, np.uint8), detector, CFG) is None
+
+
+def test_a_clip_whose_only_face_is_turned_is_answered_from_it_and_says_so(tmp_path, detector):
+    """Every frame shows the same turned face: rather than "no face", the flagged crops are the
+    track, marked low quality; nothing stays counted as flagged. A frame with a usable face is
+    always preferred (the CREMA-D test above: no fallback when the gate passes)."""
+    faces = decode_clip(turned_face_clip(tmp_path), CFG, MediaLimits(), detector=detector).faces
+    assert faces.low_quality and faces.frames >= 8 and len(faces) == faces.frames
+    assert all(c.detected and c.reason == visual.TURNED for c in faces.crops) and not faces.flagged
+    assert faces.without_face == 0
+
+
+def test_a_pattern_that_looks_like_a_face_in_one_frame_is_no_face(tmp_path, detector):
+    """testsrc2's moving shapes make the detector fire at 0.5-0.6 in one sampled frame of 8
+    (usable or turned, depending on which frames are sampled): not steady enough to be a face."""
+    clip = make_video(tmp_path / "pattern.mp4", seconds=2, size="160x120", audio=False)
+    faces = decode_clip(clip, CFG, MediaLimits(), detector=detector).faces
+    assert len(faces) == 0 and not faces.low_quality and faces.frames == 8
 
 
 def test_summary_selection_picks_one_frame_per_cluster_in_time_order():

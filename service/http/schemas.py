@@ -38,8 +38,10 @@ class Modalities(BaseModel):
         description="used; out_of_domain: used, but the voice is unlike those the model was trained on, so its "
                     "answer was flattened by `reliability.audio` and the face (if any) weighs more; silent: an "
                     "audio stream without signal; missing: no audio stream")
-    face: Literal["detected", "not_found", "missing"] = Field(
-        description="detected; not_found: frames were used but no face was found (the frame centre stood in); "
+    face: Literal["detected", "low_quality", "not_found", "missing"] = Field(
+        description="detected; low_quality: used, but every face found was turned away or blurred (no frame "
+                    "showed a better one), so the face's answer is less sure than for a frontal, sharp face; "
+                    "not_found: no sampled frame showed a face, and the clip was answered from its audio alone; "
                     "missing: no video stream (e.g. an audio file)")
 
 

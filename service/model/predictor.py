@@ -29,7 +29,7 @@ def _modalities(feats: ClipFeatures, clip: DecodedClip, audio_trust: float) -> d
     else:
         audio = "silent" if clip.info.has_audio else "missing"
     if feats.video_used:
-        face = "detected"
+        face = "low_quality" if feats.face_low_quality else "detected"
     else:  # a video in which no frame showed a usable face is answered from audio alone
         face = "not_found" if clip.info.has_video else "missing"
     return {"audio": audio, "face": face}

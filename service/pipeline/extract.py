@@ -44,7 +44,8 @@ class Encoders(Protocol):
 class FaceTrack:
     """Aligned face crops of the sampled frames that show a usable face, in time order.
     Frames without one are only counted: `frames` sampled in all, `flagged` by reason
-    (a face was found but is too small, turned or blurred), the rest had no face."""
+    (a face was found but is too small, turned or blurred), the rest had no face. When no
+    frame shows a usable face, the turned or blurred ones are the crops (`low_quality`)."""
 
     crops: list[visual.FaceCrop]
     times: np.ndarray                     # seconds on the owner's clock [N]
@@ -53,6 +54,7 @@ class FaceTrack:
     frames: int = 0                       # frames sampled (with a face or not)
     flagged: dict[str, int] = field(default_factory=dict)
     frame_times: np.ndarray | None = None  # times of every sampled frame (segments count from them)
+    low_quality: bool = False             # the crops are flagged faces (visual.FALLBACK_REASONS)
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -67,7 +69,7 @@ class FaceTrack:
         inside = all_times[(all_times >= start_s) & (all_times < end_s)]
         return FaceTrack([self.crops[i] for i in keep], self.times[keep] - start_s, self.index[keep],
                          None if self.latents is None else self.latents[keep], len(inside),
-                         frame_times=inside - start_s)
+                         frame_times=inside - start_s, low_quality=self.low_quality)
 
 
 @dataclass
@@ -94,6 +96,7 @@ class ClipFeatures:
     frames: int = 0                    # video frames sampled
     frames_with_face: int = 0          # ... of which showed a usable face
     flagged: dict[str, int] = field(default_factory=dict)  # ... faces found but not used, by reason
+    face_low_quality: bool = False     # the faces used are all turned or blurred (none better was found)
 
 
 def frame_rate(info: media.MediaInfo, cfg: PipelineConfig, segment_s: float | None = None) -> float:
@@ -131,10 +134,7 @@ class _FaceCollector:
     def __init__(self, rate: float, duration_s: float, cfg: PipelineConfig, detector: BlazeFace):
         self.rate, self.duration_s, self.cfg, self.detector = rate, duration_s, cfg, detector
         self.all_times: list[float] = []
-        self.times: list[float] = []
-        self.index: list[int] = []
-        self.crops: list[visual.FaceCrop] = []
-        self.flagged: dict[str, int] = {}
+        self.found: list[tuple[float, int, visual.FaceCrop]] = []  # every detection kept (used or flagged)
         self.detect_ms = 0.0
 
     def add(self, frame: np.ndarray) -> None:
@@ -144,19 +144,34 @@ class _FaceCollector:
         start = time.perf_counter()
         crop = visual.detect_face(frame, self.detector, self.cfg)
         self.detect_ms += (time.perf_counter() - start) * 1000.0
-        if crop is None:
-            return
-        if not crop.detected:
-            self.flagged[crop.reason] = self.flagged.get(crop.reason, 0) + 1
-            return
-        self.crops.append(crop)
-        self.times.append(t)
-        self.index.append(i)
+        if crop is not None:
+            self.found.append((t, i, crop))
+
+    def _steady(self, faces: list[tuple[float, int, visual.FaceCrop]]) -> bool:
+        """A face seen in one sampled frame only, with a middling score, is more often a
+        pattern than a face (testsrc2's moving shapes score 0.5-0.6 now and then); a real face
+        stays in view, and a still shows it in every frame."""
+        if not faces:
+            return False
+        return (len(faces) >= min(self.cfg.face_min_frames, len(self.all_times))
+                or max(c.score for _, _, c in faces) >= self.cfg.face_sure_score)
 
     def track(self) -> FaceTrack:
-        return FaceTrack(self.crops, np.asarray(self.times, np.float64), np.asarray(self.index, np.int64),
-                         frames=len(self.all_times), flagged=self.flagged,
-                         frame_times=np.asarray(self.all_times, np.float64))
+        used, low_quality = [f for f in self.found if f[2].detected], False
+        if not self._steady(used):
+            fallback = [f for f in self.found if f[2].reason in visual.FALLBACK_REASONS]
+            used, low_quality = [], False
+            if self._steady(fallback):
+                used, low_quality = [(t, i, replace(c, detected=True)) for t, i, c in fallback], True
+        kept = {i for _, i, _ in used}
+        flagged: dict[str, int] = {}
+        for _, i, c in self.found:
+            if i not in kept:
+                reason = c.reason or visual.UNSTEADY
+                flagged[reason] = flagged.get(reason, 0) + 1
+        return FaceTrack([c for _, _, c in used], np.asarray([t for t, _, _ in used], np.float64),
+                         np.asarray([i for _, i, _ in used], np.int64), frames=len(self.all_times), flagged=flagged,
+                         frame_times=np.asarray(self.all_times, np.float64), low_quality=low_quality)
 
 
 SegmentChoice = float | Callable[[media.MediaInfo], float | None] | None
@@ -316,6 +331,7 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, ti
         frames=clip.faces.frames,
         frames_with_face=len(clip.faces),
         flagged=dict(clip.faces.flagged),
+        face_low_quality=clip.faces.low_quality and image_feats is not None,
     )
 
 

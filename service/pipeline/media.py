@@ -202,6 +202,8 @@ class Source:
         if video is not None:
             video.codec_context.thread_type = "AUTO"
             video.codec_context.thread_count = self.threads
+            if sampling.skips_nonref(self.info.fps):
+                video.codec_context.skip_frame = "NONREF"
             video.codec_context.options = {"max_pixels": str(self.limits.max_width * self.limits.max_height)}
         wanted = [s for s in (audio, video) if s is not None]
         decoded = failed = 0

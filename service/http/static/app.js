@@ -218,7 +218,10 @@
     const audioFact = mods.audio === "out_of_domain"
       ? `audio: out of domain (trusted ${trust.toFixed(2)}: a voice unlike the training voices)`
       : `audio: ${mods.audio}`;
-    const facts = [`${body.duration_s.toFixed(2)} s`, audioFact, `face: ${mods.face}`];
+    const faceFact = mods.face === "low_quality"
+      ? "face: low quality (only turned or blurred faces were found)"
+      : `face: ${mods.face}`;
+    const facts = [`${body.duration_s.toFixed(2)} s`, audioFact, faceFact];
     if (body.model) facts.push(`${body.model.name} ${body.model.version}`);
     $("facts").textContent = facts.join(" · ");
     drawBars($("bars-fused"), body.probabilities);
