@@ -49,6 +49,10 @@ class PipelineConfig:
     # fraction of its long side (the short-range model misses faces under ~1/8 of its input):
     # CREMA-D frames shrunk to half size in a frame of the same size, 0.20 -> 1.00 found.
     face_tile_fraction: float = 0.6
+    # ... and when that finds none either, in the frame's mirror image, then its histogram-equalised
+    # grey: held-out silent stills with no face found 9 of 792 -> 4 (RAF-DB photos the mirror finds,
+    # a low-contrast FER2013 face the equalisation does); faceless test patterns stay faceless.
+    face_retry: bool = True
     # Aligned crop: rotated so the eyes are level, square, side = face_crop_scale x the face
     # size (eye distance + eye-midpoint-to-mouth distance, from the keypoints), centred
     # face_crop_offset x face size below the eye midpoint. Measured on FER2013 train (592
@@ -73,6 +77,10 @@ class PipelineConfig:
     # 8), while a real face stays in view (held-out FER2013 and RAF-DB stills: every frame).
     face_min_frames: int = 2
     face_sure_score: float = 0.7
+    # Turned or blurred faces answer a clip without a usable one only when seen in at least this
+    # share of its sampled frames (or one scores `face_sure_score`): the held-out stills show
+    # theirs in every frame, ffmpeg's mandelbrot pattern a middling "face" in 3 of 16.
+    face_fallback_share: float = 0.5
     # Frame autoencoder input: grey face thumbnails of `frame_ae_size`², scaled to [0, 1].
     frame_ae_size: int = 32
     frame_code_dim: int = 32

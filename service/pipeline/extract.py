@@ -147,21 +147,25 @@ class _FaceCollector:
         if crop is not None:
             self.found.append((t, i, crop))
 
-    def _steady(self, faces: list[tuple[float, int, visual.FaceCrop]]) -> bool:
-        """A face seen in one sampled frame only, with a middling score, is more often a
-        pattern than a face (testsrc2's moving shapes score 0.5-0.6 now and then); a real face
-        stays in view, and a still shows it in every frame."""
+    def _steady(self, faces: list[tuple[float, int, visual.FaceCrop]], min_share: float = 0.0) -> bool:
+        """A face seen in one sampled frame only (or, for `min_share`, in fewer than that share
+        of them), with a middling score, is more often a pattern than a face (testsrc2's moving
+        shapes score 0.5-0.6 now and then); a real face stays in view, and a still shows it in
+        every frame."""
         if not faces:
             return False
-        return (len(faces) >= min(self.cfg.face_min_frames, len(self.all_times))
-                or max(c.score for _, _, c in faces) >= self.cfg.face_sure_score)
+        frames = len(self.all_times)
+        enough = max(min(self.cfg.face_min_frames, frames), min_share * frames)
+        return len(faces) >= enough or max(c.score for _, _, c in faces) >= self.cfg.face_sure_score
 
     def track(self) -> FaceTrack:
         used, low_quality = [f for f in self.found if f[2].detected], False
         if not self._steady(used):
             fallback = [f for f in self.found if f[2].reason in visual.FALLBACK_REASONS]
             used, low_quality = [], False
-            if self._steady(fallback):
+            # flagged faces stand in only when they hold the view: a zooming fractal shows a
+            # middling "turned face" in 3 of 16 frames, a turned person in most of them
+            if self._steady(fallback, self.cfg.face_fallback_share):
                 used, low_quality = [(t, i, replace(c, detected=True)) for t, i, c in fallback], True
         kept = {i for _, i, _ in used}
         flagged: dict[str, int] = {}

@@ -30,6 +30,7 @@ INPUT_SIZE = 128
 NUM_ANCHORS = 896
 NUM_KEYPOINTS = 6
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear_tragion", "left_ear_tragion")
+MIRRORED_KEYPOINTS = (1, 0, 2, 3, 5, 4)  # KEYPOINTS' order in a mirror image: left and right swap
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("regressors", "classificators")
 _SCORE_CLIP = 100.0
@@ -185,6 +186,18 @@ class BlazeFace:
                 kept.append(f)
         kept.sort(key=lambda f: -f.area)
         return kept
+
+    def detect_mirrored(self, frame: np.ndarray, score_threshold: float = 0.5, iou_threshold: float = 0.3) -> list[Face]:
+        """Faces found in the mirror image of a frame, in the frame's own coordinates (the
+        detector is not symmetric: some faces it misses one way it finds the other)."""
+        w = frame.shape[1]
+        out = []
+        for f in self.detect(np.ascontiguousarray(frame[:, ::-1]), score_threshold, iou_threshold):
+            box = np.array([w - f.box[2], f.box[1], w - f.box[0], f.box[3]], np.float32)
+            kp = f.keypoints.copy()
+            kp[:, 0] = w - kp[:, 0]
+            out.append(Face(box, kp[list(MIRRORED_KEYPOINTS)], f.score))  # the right eye is the mirror's left
+        return out
 
     def detect(self, frame: np.ndarray, score_threshold: float = 0.5, iou_threshold: float = 0.3) -> list[Face]:
         """Faces in a frame (pixel coordinates of `frame`), largest first."""

@@ -102,10 +102,17 @@ def face_crop(frame: np.ndarray, face: Face, cfg: PipelineConfig) -> FaceCrop:
 
 def find_faces(frame: np.ndarray, detector: BlazeFace, cfg: PipelineConfig) -> list[Face]:
     """Faces of a frame, largest first: the whole frame at 128 px, and when that finds none,
-    2x2 tiles of `face_tile_fraction` x its long side (smaller faces; 0 = no second pass)."""
-    faces = detector.detect(frame, cfg.face_score_threshold, cfg.face_nms_iou)
+    2x2 tiles of `face_tile_fraction` x its long side (smaller faces; 0 = no second pass), then
+    (`face_retry`) its mirror image and its histogram-equalised grey (low-contrast faces)."""
+    thr, iou = cfg.face_score_threshold, cfg.face_nms_iou
+    faces = detector.detect(frame, thr, iou)
     if not faces and cfg.face_tile_fraction > 0:
-        faces = detector.detect_tiles(frame, cfg.face_tile_fraction, cfg.face_score_threshold, cfg.face_nms_iou)
+        faces = detector.detect_tiles(frame, cfg.face_tile_fraction, thr, iou)
+    if not faces and cfg.face_retry:
+        faces = detector.detect_mirrored(frame, thr, iou)
+        if not faces:
+            grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            faces = detector.detect(cv2.equalizeHist(grey), thr, iou)
     return faces
 
 
