@@ -28,6 +28,7 @@ from service.http.upload import receive_upload
 from service.pipeline.budget import Budget
 from service.pipeline.config import AUDIO_FORMATS, VIDEO_FORMATS
 from service.pipeline.timing import StageTimer
+from service.run.memory import trim_heap
 from service.settings import Settings
 
 _NOT_READY = ("not_ready", "the model bundle is still loading")
@@ -151,10 +152,16 @@ async def predict(
         except TimeoutError:
             raise ApiError(408, "upload_timeout",
                            f"the upload was not received within {settings.upload_timeout_s:.0f} s") from None
-        job = lambda: predict_file(  # noqa: E731
-            bundle, upload.path, settings.media_limits(), timeline=timeline,
-            timeline_after_s=settings.timeline_after_s, segment_s=segment_s or settings.segment_s,
-            budget=budget, timer=StageTimer(), decoder=request.app.state.model.decoders)
+
+        def job() -> dict[str, Any]:
+            try:
+                return predict_file(
+                    bundle, upload.path, settings.media_limits(), timeline=timeline,
+                    timeline_after_s=settings.timeline_after_s, segment_s=segment_s or settings.segment_s,
+                    budget=budget, timer=StageTimer(), decoder=request.app.state.model.decoders)
+            finally:
+                trim_heap()  # the request's buffers back to the system, not kept at the high-water mark
+
         # A plain task, not a task group: errors must reach the handlers unwrapped.
         watcher = asyncio.ensure_future(cancel_on_disconnect(request, budget))
         try:

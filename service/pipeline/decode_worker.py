@@ -24,6 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import BinaryIO
 
+from service.run.memory import trim_heap
+
 HEADER = struct.Struct("<cI")     # kind, payload length
 FRAME_SHAPE = struct.Struct("<II")  # height, width: the head of a FRAME payload
 READY, INFO, AUDIO, FRAME, DONE, ERROR = b"R", b"I", b"A", b"F", b"D", b"E"
@@ -131,6 +133,7 @@ def main() -> None:
         writer.send(READY)
         while line := commands.readline():
             serve(json.loads(line), commands, writer, threads)
+            trim_heap()  # a long clip's buffers back to the system before the next file
     except PoolGone:
         pass
 
