@@ -67,7 +67,8 @@ def main() -> None:
     if "urdu" in study.corpora:
         materials["URDU (record only)"] = (study.plain(study.corpora["urdu"]), study.y(study.corpora["urdu"]))
 
-    fits = {"none (every voice trusted)": (None, None), "aug": (fit_domain(x_train), held_aug), "aug, recorded thresholds": (fit_domain(x_train), held_rec),
+    aug_fit = fit_domain(x_train)
+    fits = {"none (every voice trusted)": (None, None), "aug": (aug_fit, held_aug), "aug, recorded thresholds": (aug_fit, held_rec),
             "recorded": (fit_domain(recorded), held_rec)}
     rows = []
     print("| domain fit | material | n | not fully trusted | mean trust | accuracy | ECE | wrong > 0.9 |")

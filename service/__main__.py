@@ -61,23 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(serve(settings))
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each thread that allocates its own malloc arena (up to 8 per core) and keeps
-    what is freed there for reuse; the request threads' arenas fill in turn and the process's
-    RSS creeps up for minutes under mixed traffic. Two arenas (MALLOC_ARENA_MAX=2, set before
-    the threads start) keep that bounded. A no-op where the C library is not glibc."""
-    import ctypes
-
-    m_arena_max = -8  # mallopt parameter from glibc's malloc.h
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(m_arena_max, arenas)
-    except (OSError, AttributeError):
-        pass
-
-
 def serve(settings: Settings) -> int:
     """uvicorn on the app; 1 if the bundle could not be loaded (the server is stopped then)."""
     import uvicorn
+
+    from service.run.memory import limit_malloc_arenas
 
     limit_malloc_arenas()
 

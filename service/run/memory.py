@@ -1,4 +1,4 @@
-"""Handing freed heap memory back to the system after each request.
+"""The server's heap under glibc: two malloc arenas, and freed memory handed back after each request.
 
 glibc keeps what a request freed in its arenas for reuse; a large request (a long clip's frames
 and audio) leaves the server's RSS at its high-water mark, which a long-running service sees as
@@ -23,3 +23,13 @@ def trim_heap() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own malloc arena (up to 8 per core) and keeps
+    what is freed there for reuse; the request threads' arenas fill in turn and the process's
+    RSS creeps up for minutes under mixed traffic. Two arenas (MALLOC_ARENA_MAX=2, set before
+    the threads start) keep that bounded."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX, from glibc's malloc.h
