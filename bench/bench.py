@@ -73,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="JSON results (default: %(default)s)")
     ap.add_argument("--cache", default=str(BENCH / ".clips"), help="generated clips (default: %(default)s)")
     ap.add_argument("--data", default=str(clipmod.DEFAULT_DATA), help="corpora root with cremad_av/ (default: %(default)s)")
-    ap.add_argument("--repeats", type=int, help="warm requests per short clip (default 5; quick 3)")
+    ap.add_argument("--repeats", type=int, help="warm requests per short clip (default 12; quick 3)")
     ap.add_argument("--long-repeats", type=int, help="warm requests per clip >= 30 s (default 2; quick 1)")
     ap.add_argument("--huge-repeats", type=int, default=1, help=f"warm requests per clip >= {HUGE_S:.0f} s (default 1)")
     ap.add_argument("--throughput-requests", type=int, help="requests per concurrency level (default 16; quick 8)")
@@ -84,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--request-timeout", type=float, default=1200.0, help="client timeout per request, s")
     a = ap.parse_args(argv)
     q = a.quick
-    a.repeats = a.repeats if a.repeats is not None else (3 if q else 5)
+    a.repeats = a.repeats if a.repeats is not None else (3 if q else 12)  # 5 proved too few (README, runs I and J)
     a.long_repeats = a.long_repeats if a.long_repeats is not None else (1 if q else 2)
     a.throughput_requests = a.throughput_requests or (8 if q else 16)
     a.floor_repeats = 3 if q else 5

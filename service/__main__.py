@@ -14,15 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
-# One OpenMP / OpenBLAS thread per request, as docker-compose.yml sets for the images: requests
-# run in parallel on worker threads, and pools of idle threads spin-waiting between a clip's
-# small calls (k-means, mel matrices) cost a short clip ~40 ms of wall time (README
-# "Performance"). Set before anything loads numpy; an explicit setting wins.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from service.run.blas_threads import one_blas_thread
+
+one_blas_thread()  # before anything loads numpy
 
 from service.http.observability import configure_logging  # noqa: E402
 from service.run.deploy import seed_numba_cache  # noqa: E402  (after the thread settings)

@@ -25,6 +25,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
+from service.run.blas_threads import one_blas_thread
+
+one_blas_thread()  # before anything loads numpy: the answers of POST /predict, to the last bit
+
 # The containers POST /predict takes (design §5): video, and voice recordings.
 VIDEO_EXTENSIONS = ("mp4", "mov", "mkv", "webm", "avi", "flv")
 AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "m4a")
