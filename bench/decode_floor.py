@@ -26,7 +26,9 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 import clips as clipmod  # noqa: E402
-from service.pipeline.config import PipelineConfig  # noqa: E402
+from service.pipeline import media  # noqa: E402
+from service.pipeline.config import MediaLimits, PipelineConfig  # noqa: E402
+from service.pipeline.extract import frame_sampling  # noqa: E402
 from service.pipeline.streams import FrameSampling  # noqa: E402
 
 
@@ -49,13 +51,12 @@ def decode_ms(path: Path, video: bool, audio: bool, skip_nonref: bool) -> tuple[
     return (time.perf_counter() - start) * 1000.0, frames
 
 
-def sampling_skips(path: Path, sampling: FrameSampling) -> bool:
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            return False
-        v = container.streams.video[0]
-        rate = v.average_rate or v.base_rate
-        return sampling.skips_nonref(float(rate) if rate else 0.0)
+def service_skips_nonref(path: Path, cfg: PipelineConfig) -> bool:
+    """Whether the service leaves this file's non-reference frames undecoded: its own probe
+    and frame sampling decide, as `media.Source.decode` does."""
+    info = media.probe(path, MediaLimits())
+    rate, cap = frame_sampling(info, cfg, None)
+    return info.has_video and FrameSampling(rate, cap, cfg.frame_max_side).skips_nonref(info.fps)
 
 
 def main(argv=None) -> int:
@@ -68,10 +69,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     peer = {k: float(v) for k, v in (p.split("=") for p in args.peer_ms.split(",") if p)}
     cfg = PipelineConfig()
-    sampling = FrameSampling(cfg.frame_fps, cfg.max_frames, cfg.frame_max_side)  # a clip of 12 s or less
     rows = []
     for clip in clipmod.prepare(args.clips.split(","), Path(args.cache), Path(args.data)):
-        skip = sampling_skips(clip.files[0], sampling)
+        skip = service_skips_nonref(clip.files[0], cfg)
         parts = {"video": (True, False), "audio": (False, True), "both": (True, True)}
         times = {k: [] for k in parts}
         frames = {}
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                     frames.setdefault(k, n)
         med = {k: statistics.median(t) for k, t in times.items()}
         need = f"{peer[clip.name] / 20:.0f}" if clip.name in peer else "–"
-        rows.append(f"| {clip.name} | {frames['video']}{' (non-ref skipped)' if skip else ''} | "
+        rows.append(f"| {clip.name} | {frames['video']}{' (non-ref skip on)' if skip else ''} | "
                     f"{med['video']:.1f} | {med['audio']:.1f} | {med['both']:.1f} | {need} |")
     print("| clip | video frames decoded | video ms | audio ms | both, one pass, ms | fer ÷ 20, ms |")
     print("|---|---|---|---|---|---|")

@@ -27,8 +27,6 @@ from typing import Any, Iterable, Iterator, TextIO
 
 from service.run.blas_threads import one_blas_thread
 
-one_blas_thread()  # before anything loads numpy: the answers of POST /predict, to the last bit
-
 # The containers POST /predict takes (design §5): video, and voice recordings.
 VIDEO_EXTENSIONS = ("mp4", "mov", "mkv", "webm", "avi", "flv")
 AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "m4a")
@@ -290,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    one_blas_thread()  # before numpy loads (this module imports it lazily): POST /predict's answers to the last bit
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "workers", 1) < 1:
