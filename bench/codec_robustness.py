@@ -27,7 +27,7 @@ from service.pipeline.config import PipelineConfig  # noqa: E402
 from trainer.cache import FeatureCache  # noqa: E402
 from trainer.data import BASIC7, load_ravdess  # noqa: E402
 from trainer.data.splits import RAVDESS_VAL  # noqa: E402
-from trainer.voice.features import frame_features, utterance_vector  # noqa: E402
+from trainer.voice.features import frame_features, frames_utterance  # noqa: E402
 
 FORMATS = {  # name: (suffix, ffmpeg arguments)
     "mp3 192k": (".mp3", ["-c:a", "libmp3lame", "-b:a", "192k"]),
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                     subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(s.path), *codec, str(path)],
                                    check=True)
                 f = frame_features(replace(s, path=path), cfg, nocache)
-                u = utterance_vector(f.features, f.active(cfg), cfg)
+                u = frames_utterance(f, cfg)
                 probs[name].append(head.run(u[None].astype(np.float32))[0])
     ref = np.stack(probs["original (flac)"])
     print(f"{len(clips)} clips of RAVDESS actors {', '.join(sorted(RAVDESS_VAL))}; head {args.head}\n")

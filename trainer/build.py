@@ -29,6 +29,7 @@ from trainer.stages.fusion import pairs
 from trainer.stages.publish import make_manifest, publish
 from trainer.stages.selection import feature_selection
 from trainer.stages.served import served_calibration
+from trainer.stages.voice import voice_encoder
 
 IMAGE_FEATURE_DIM = {"face_resnet": 256, "resnet50": 2048}
 
@@ -40,7 +41,9 @@ def pipeline_config(opts: BuildOptions) -> PipelineConfig:
                           image_feature_dim=IMAGE_FEATURE_DIM[r.backbone], audio_features=r.audio_features,
                           n_mels=r.n_mels, speech_gate_db=r.speech_gate_db,
                           audio_utterance_stats=r.audio_utterance_stats,
-                          audio_utterance_source=r.audio_utterance_source)
+                          audio_utterance_source=r.audio_utterance_source,
+                          voice_encoder="" if r.voice_encoder in ("", "none") else r.voice_encoder,
+                          voice_layers="" if r.voice_encoder in ("", "none") else r.voice_layers)
 
 
 def check_output(opts: BuildOptions) -> None:
@@ -67,13 +70,15 @@ def _stages(ctx: BuildContext) -> Path:
         return EncoderSessions({e.path.stem: open_session(e.path, e.path.stem) for e in exports})
 
     corpora = run_stage(ctx, "data", prepare_data)
+    voice = run_stage(ctx, "voice_encoder", voice_encoder)
     audio = run_stage(ctx, "audio_features", audio_features, corpora)
     audio_enc = run_stage(ctx, "audio_encoder", audio_encoder, audio)
     backbone = run_stage(ctx, "face_backbone", face_backbone, corpora)
     detector = run_stage(ctx, "face_detector", face_detector)
     faces = run_stage(ctx, "face_features", face_features, corpora, backbone,
                       lambda frame_enc: sessions(audio_enc.export, backbone.export, frame_enc))
-    encoders = sessions(audio_enc.export, backbone.export, faces.frame_encoder, detector.export)
+    encoders = sessions(audio_enc.export, backbone.export, faces.frame_encoder, detector.export,
+                        *([voice.export] if voice.export else []))
     fused = run_stage(ctx, "pairs", pairs, corpora, audio, faces, encoders)
     head = run_stage(ctx, "audio_head", audio_head, corpora, audio)
     domain = run_stage(ctx, "audio_domain", audio_domain, corpora, audio, head)
@@ -85,6 +90,8 @@ def _stages(ctx: BuildContext) -> Path:
                "frame_encoder": faces.frame_encoder, "face_detector": detector.export, **clfs.exports}
     if domain.export is not None:
         exports["audio_domain"] = domain.export
+    if voice.export is not None:
+        exports["voice_encoder"] = voice.export
     manifest = make_manifest(ctx, corpora, exports, backbone, faces, selection, clfs, ev, domain.thresholds)
     served = run_stage(ctx, "served_calibration", served_calibration, manifest)
     if served.calibration:

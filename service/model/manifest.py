@@ -119,6 +119,8 @@ class Provenance(_Model):
     fusion_training: str
     options: dict[str, Any] = Field(default_factory=dict)
     build_seconds: float | None = None
+    # Pretrained weights in the bundle, by artifact role: where they came from and their licence.
+    pretrained: dict[str, str] = Field(default_factory=dict)
 
 
 class Manifest(_Model):

@@ -79,9 +79,14 @@ def _fft_window(n_fft: int, win_length: int) -> np.ndarray:
     return np.pad(window, (lpad, n_fft - win_length - lpad))[:, np.newaxis]
 
 
-def _power_spectrum(y: np.ndarray, n_fft: int, hop_length: int, win_length: int) -> np.ndarray:
-    """|librosa.stft(y, center=False)|² as float32 [1 + n_fft // 2, n_frames]."""
+def _power_spectrum(y: np.ndarray, n_fft: int, hop_length: int, win_length: int, inner: int | None = None) -> np.ndarray:
+    """|librosa.stft(y, center=False)|² as float32 [1 + n_fft // 2, n_frames]. With `inner`
+    (< n_fft): the spectrum of each frame's centred `inner` samples, Hann-windowed and
+    transformed with n_fft = inner, on the same frame centres [1 + inner // 2, n_frames]."""
     frames = np.lib.stride_tricks.sliding_window_view(y, n_fft)[::hop_length].T
+    if inner is not None:
+        lpad = (n_fft - inner) // 2
+        frames, n_fft, win_length = frames[lpad:lpad + inner], inner, inner
     spec = scipy.fft.rfft(_fft_window(n_fft, win_length) * frames, axis=0).astype(np.complex64)
     return np.abs(spec) ** 2
 
@@ -109,6 +114,9 @@ class AudioTrack:
     # Scale-free per-frame quantities (audio_frames.RAW_NAMES), kept when the config asks
     # for rich frame features: float32 [n_frames, 8], else None.
     raw: np.ndarray | None = None
+    # The speech encoder's mel power frames (cfg.voice_n_fft, cfg.voice_n_mels: Whisper's),
+    # on the same frame centres, when the config has a speech encoder: float32 [n_frames, 80].
+    voice_mel: np.ndarray | None = None
 
     def slice(self, start_s: float, end_s: float, cfg: PipelineConfig) -> "AudioTrack":
         """Frames centred in [start, end), on a clock that starts at `start`."""
@@ -116,7 +124,8 @@ class AudioTrack:
         a = max(0, int(np.ceil((start_s - self.t0) * fps - 1e-9)))
         b = max(a, min(len(self.mel), int(np.ceil((end_s - self.t0) * fps - 1e-9))))
         return AudioTrack(self.mel[a:b], self.hop_peaks[a:b], (b - a) * cfg.hop_length,
-                          self.t0 + a / fps - start_s, None if self.raw is None else self.raw[a:b])
+                          self.t0 + a / fps - start_s, None if self.raw is None else self.raw[a:b],
+                          None if self.voice_mel is None else self.voice_mel[a:b])
 
     @property
     def peak(self) -> float:
@@ -195,6 +204,10 @@ class AudioAccumulator:
         self.mel: list[np.ndarray] = []
         self.peaks: list[np.ndarray] = []
         self.raw: list[np.ndarray] | None = [] if cfg.audio_features != "mfcc" else None
+        self.voice_mel: list[np.ndarray] | None = [] if cfg.voice_encoder else None
+        if cfg.voice_encoder and not cfg.voice_n_fft <= cfg.n_fft:
+            raise ValueError("the speech encoder's n_fft must not exceed the pipeline's")
+        self.voice_basis = _mel_basis(cfg.sample_rate, cfg.voice_n_fft, cfg.voice_n_mels) if cfg.voice_encoder else None
         self.n_samples = 0
 
     def feed(self, block: np.ndarray) -> None:
@@ -219,6 +232,9 @@ class AudioAccumulator:
         if self.raw is not None:
             frames = audio_frames.frames_of(self.pending[:used], cfg.n_fft, cfg.hop_length)
             self.raw.append(audio_frames.raw_frame_features(frames, power, cfg.sample_rate))
+        if self.voice_mel is not None:
+            voice = _power_spectrum(self.pending[:used], cfg.n_fft, cfg.hop_length, cfg.win_length, cfg.voice_n_fft)
+            self.voice_mel.append(np.ascontiguousarray((self.voice_basis @ voice).T, dtype=np.float32))
         self.pending = self.pending[n * cfg.hop_length:]
 
     def finish(self) -> AudioTrack:
@@ -237,7 +253,11 @@ class AudioAccumulator:
         if self.raw is not None:
             width = len(audio_frames.RAW_NAMES)
             raw = (np.concatenate(self.raw) if self.raw else np.zeros((0, width), np.float32))[:n_frames]
-        return AudioTrack(mel, peaks, self.n_samples, 0.0, raw)
+        voice_mel = None
+        if self.voice_mel is not None:
+            voice_mel = (np.concatenate(self.voice_mel) if self.voice_mel
+                         else np.zeros((0, cfg.voice_n_mels), np.float32))[:n_frames]
+        return AudioTrack(mel, peaks, self.n_samples, 0.0, raw, voice_mel)
 
 
 def track_of(signal: np.ndarray, cfg: PipelineConfig) -> AudioTrack:

@@ -35,6 +35,19 @@ class PipelineConfig:
     audio_utterance_source: str = "codes"
     # Window of audio codes summarised around each summary frame (seconds).
     audio_window_s: float = 1.0
+    # A pretrained speech encoder's pooled hidden states beside the hand-made statistics in the
+    # utterance block (service/pipeline/voice.py): "" = none; "whisper-tiny.en" = the bundle's
+    # `voice_encoder` artifact, fed Whisper's 80-band log-mel (n_fft 400) of the peak-normalised
+    # signal in windows of at most `voice_max_frames` frames (30 s), never padded. It returns the
+    # hidden states named in `voice_layers` (0 = after the conv stem, i = after block i),
+    # `voice_dim` wide each; their `voice_stats` over the speech-active states join the block.
+    voice_encoder: str = ""
+    voice_layers: str = ""
+    voice_stats: str = "mean,std"
+    voice_dim: int = 384
+    voice_n_mels: int = 80
+    voice_n_fft: int = 400
+    voice_max_frames: int = 3000
     # Frames (paper Alg. 2): sampled at `frame_fps`, at most `max_frames` per clip (long
     # clips are sampled more sparsely), decoded with the long side at most `frame_max_side`.
     frame_fps: float = 4.0
@@ -122,9 +135,27 @@ class PipelineConfig:
         return self.n_mfcc if self.audio_features == "mfcc" else 2 * (self.n_mels + 8)
 
     @property
-    def utterance_dim(self) -> int:
+    def hand_utterance_dim(self) -> int:
+        """Width of the hand-made statistics at the head of the utterance block."""
         width = self.audio_frame_dim if self.audio_utterance_source == "frames" else self.audio_code_dim
         return len(self.utterance_stats) * width
+
+    @property
+    def voice_layer_list(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.voice_layers.split(",") if s.strip()) if self.voice_encoder else ()
+
+    @property
+    def voice_stat_names(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.voice_stats.split(",") if s.strip())
+
+    @property
+    def voice_utterance_dim(self) -> int:
+        """Width of the speech encoder's pooled states after the hand-made statistics (0: no encoder)."""
+        return len(self.voice_layer_list) * self.voice_dim * len(self.voice_stat_names)
+
+    @property
+    def utterance_dim(self) -> int:
+        return self.hand_utterance_dim + self.voice_utterance_dim
 
     @property
     def step_dim(self) -> int:

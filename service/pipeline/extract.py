@@ -27,7 +27,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from service.pipeline import audio, audio_frames, fusion, media, visual
+from service.pipeline import audio, audio_frames, fusion, media, visual, voice
 from service.pipeline.budget import Budget
 from service.pipeline.config import MediaLimits, PipelineConfig
 from service.pipeline.face_detector import BlazeFace
@@ -38,6 +38,7 @@ class Encoders(Protocol):
     def encode_audio(self, mfcc: np.ndarray) -> np.ndarray: ...          # [n, n_mfcc] -> [n, audio_code_dim]
     def encode_frames(self, thumbs: np.ndarray) -> np.ndarray: ...       # [n, ae_size²] -> [n, frame_code_dim]
     def image_features(self, batch: np.ndarray) -> np.ndarray: ...       # [n, s, s, 3] -> [n, 2048]
+    def encode_voice(self, log_mel: np.ndarray) -> np.ndarray: ...       # [1, T, 80] -> [1, ceil(T/2), width]
 
 
 @dataclass
@@ -289,10 +290,12 @@ class ImageFeatures:
 
 def assemble(cfg: PipelineConfig, codes: np.ndarray, code_times: np.ndarray, image_feats: np.ndarray | None,
              face_detected: np.ndarray, times: np.ndarray, active: np.ndarray | None = None,
-             frames: np.ndarray | None = None) -> np.ndarray:
+             frames: np.ndarray | None = None, voice_states: np.ndarray | None = None) -> np.ndarray:
     """Fusion sequence from audio codes and the K summary faces' features (None: no video) at `times`.
     `active`: speech-active codes (None: all), for the window statistics and the utterance side input;
-    `frames`: the frame features, needed when `cfg.audio_utterance_source` is "frames"."""
+    `frames`: the frame features, needed when `cfg.audio_utterance_source` is "frames";
+    `voice_states`: the speech encoder's pooled states (`voice.embedding`), needed when the
+    config has an encoder: they follow the hand-made statistics in the utterance block."""
     stats, present = fusion.audio_window_stats(codes, code_times, times, cfg.audio_window_s, active)
     utterance = None
     if cfg.utterance_dim and len(codes):
@@ -300,6 +303,10 @@ def assemble(cfg: PipelineConfig, codes: np.ndarray, code_times: np.ndarray, ima
         if source is None:
             raise ValueError("audio_utterance_source='frames' needs the frame features")
         utterance = audio_frames.utterance_stats(source, active, cfg.utterance_stats)
+        if cfg.voice_encoder:
+            if voice_states is None or len(voice_states) != cfg.voice_utterance_dim:
+                raise ValueError("the config has a speech encoder: pass its pooled states")
+            utterance = np.concatenate([utterance, voice_states]).astype(np.float32)
     return fusion.build_sequence(cfg, image_feats, face_detected, stats, present, utterance)
 
 
@@ -310,6 +317,10 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, ti
     timer = timer or StageTimer()
     with timer.stage("audio_features"):
         codes, code_times, active, frames = track_codes_gated(clip.audio, cfg, encoders)
+    voice_states = None
+    if cfg.voice_encoder:
+        with timer.stage("voice_encoder"):
+            voice_states = voice.embedding(clip.audio, cfg, encoders.encode_voice)
     image_feats = None
     detected = np.zeros(cfg.k_summary, bool)
     if len(clip.faces):
@@ -323,7 +334,7 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, ti
         detected = np.array([clip.faces.crops[i].detected for i in chosen])
     else:  # no face in any frame: the audio-only view, exactly as the classifier learned it
         times = fusion.step_times(clip.info.duration_s, cfg.k_summary)
-    seq = assemble(cfg, codes, code_times, image_feats, detected, times, active, frames)
+    seq = assemble(cfg, codes, code_times, image_feats, detected, times, active, frames, voice_states)
     return ClipFeatures(
         sequence=seq,
         summary_times=np.asarray(times, np.float64),

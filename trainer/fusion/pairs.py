@@ -13,6 +13,7 @@ import numpy as np
 from service.pipeline.config import PipelineConfig
 from service.pipeline.extract import Encoders, assemble, audio_codes
 from service.pipeline.fusion import step_times
+from trainer.voice import whisper
 from trainer.voice.features import AudioFrames
 
 
@@ -44,11 +45,13 @@ class ClipCodes:
     active: np.ndarray
     frames: np.ndarray
     duration: float
+    voice: np.ndarray | None = None   # the speech encoder's pooled states of the build's layers
 
 
 def clip_codes(clip: AudioFrames, cfg: PipelineConfig, encoders: Encoders) -> ClipCodes:
+    voice = whisper.select_layers(clip.voice, cfg) if cfg.voice_encoder else None
     return ClipCodes(audio_codes(clip.features, cfg, encoders), clip.times, clip.active(cfg), clip.features,
-                     clip.duration)
+                     clip.duration, voice)
 
 
 def pair_sequence(cfg: PipelineConfig, clip: ClipCodes | None, duration: float,
@@ -59,7 +62,7 @@ def pair_sequence(cfg: PipelineConfig, clip: ClipCodes | None, duration: float,
     if clip is None:
         empty = np.zeros((0, cfg.audio_code_dim), np.float32)
         return assemble(cfg, empty, np.zeros(0), face_feats, detected, times)
-    return assemble(cfg, clip.codes, clip.times, face_feats, detected, times, clip.active, clip.frames)
+    return assemble(cfg, clip.codes, clip.times, face_feats, detected, times, clip.active, clip.frames, clip.voice)
 
 
 def modality_view(cfg: PipelineConfig, clip: ClipCodes, face_feats: np.ndarray, kind: str) -> np.ndarray:

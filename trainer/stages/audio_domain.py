@@ -16,7 +16,7 @@ from trainer.stages.audio import AudioFeatures
 from trainer.stages.audio_head import training_set
 from trainer.stages.data import Corpora
 from trainer.voice.domain import domain_model, fit_domain
-from trainer.voice.features import augmented_utterances, utterance_vector
+from trainer.voice.features import augmented_utterances, frames_utterance
 
 VALIDATION_COPIES = 2   # augmented copies of each validation clip among the held-in utterances (when the
                         # head trains on augmented copies too: the quick profile's does not)
@@ -33,7 +33,7 @@ def held_in(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> np.nda
     """Utterance vectors of the validation clips with a voice, as recorded and augmented."""
     cfg = ctx.cfg
     pairs = [(s, f) for s, f in zip(corpora.audio["val"], audio.frames["val"]) if len(f.features)]
-    x = [utterance_vector(f.features, f.active(cfg), cfg) for _, f in pairs]
+    x = [frames_utterance(f, cfg) for _, f in pairs]
     samples = [s for s, _ in pairs]
     for k in range(VALIDATION_COPIES if ctx.recipe.audio_head_augmented else 0):
         x += list(augmented_utterances(samples, cfg, ctx.cache, k))

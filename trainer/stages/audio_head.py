@@ -31,7 +31,7 @@ from trainer.export import ExportResult, export_onnx
 from trainer.stages import BuildContext, log, stage_output
 from trainer.stages.audio import AudioFeatures
 from trainer.stages.data import Corpora
-from trainer.voice.features import augmented_utterances, coded_utterances, utterance_vector
+from trainer.voice.features import augmented_utterances, coded_utterances, frames_utterance
 
 
 def training_set(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +45,7 @@ def training_set(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures) -> t
     nth_tess = np.cumsum([s.corpus == "tess" for s in samples]) - 1
     keep = [i for i, (s, f) in enumerate(zip(samples, frames)) if len(f.features) and
             (s.corpus != "tess" or (r.audio_head_tess_every > 0 and nth_tess[i] % r.audio_head_tess_every == 0))]
-    x = [utterance_vector(frames[i].features, frames[i].active(cfg), cfg) for i in keep]
+    x = [frames_utterance(frames[i], cfg) for i in keep]
     y = [labels[i] for i in keep]
     for codec in r.audio_head_codecs:
         x += list(coded_utterances([samples[i] for i in keep], cfg, cfg, ctx.cache, codec))

@@ -37,6 +37,12 @@ def _training_corpora(corpora: Corpora) -> dict[str, dict[str, Any]]:
     return {c: {"n": n, "licence": LICENCES.get(c, "unknown")} for c, n in sorted(counts.items())}
 
 
+def _pretrained(exports: dict[str, ExportResult]) -> dict[str, str]:
+    """Where the pretrained weights inside the bundle came from, and their licence."""
+    from trainer.voice.whisper import SOURCE
+    return {"voice_encoder": SOURCE} if "voice_encoder" in exports else {}
+
+
 def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, ExportResult], backbone: FaceBackbone,
                   faces: FaceFeatures, selection: Selection, clfs: Classifiers, ev: Evaluation,
                   audio_domain: dict[str, Any] | None = None) -> Manifest:
@@ -64,7 +70,8 @@ def make_manifest(ctx: BuildContext, corpora: Corpora, exports: dict[str, Export
         provenance=Provenance(profile=ctx.opts.profile, data_dir=str(ctx.opts.data_dir),
                               samples_per_split=corpora.counts,
                               splits="speaker-independent: see trainer/data/splits.py", fusion_training=FUSION_TRAINING,
-                              options=_options(ctx), build_seconds=round(time.perf_counter() - ctx.started, 1)),
+                              options=_options(ctx), build_seconds=round(time.perf_counter() - ctx.started, 1),
+                              pretrained=_pretrained(exports)),
     )
 
 

@@ -42,7 +42,7 @@ from trainer.voice.features import (
     frame_features,
     train_utterance_classifier,
     transformed_frame_features,
-    utterance_vector,
+    frames_utterance,
 )
 
 log = logging.getLogger("trainer.voice")
@@ -76,7 +76,7 @@ def vectors(samples: Sequence[Sample], cfg: PipelineConfig, frames_of: Callable[
     out = []
     for s in samples:
         f = frames_of(s)
-        out.append(utterance_vector(f.features, f.active(cfg), cfg))
+        out.append(frames_utterance(f, cfg))
     return np.stack(out).astype(np.float32) if out else np.zeros((0, cfg.utterance_dim), np.float32)
 
 

@@ -329,7 +329,7 @@ def fold_summary(splits: dict[str, dict], pname: str) -> dict[str, dict[str, lis
 
 def utterance_vector_gated(codes: np.ndarray, frames: AudioFrames, cfg: PipelineConfig) -> np.ndarray:
     from trainer.voice.features import utterance_vector
-    return utterance_vector(codes, frames.active(cfg), cfg)
+    return utterance_vector(codes, frames.active(cfg), cfg, frames.voice)
 
 
 TABLE_HEAD = ("| utterance features | +TESS | C (select) | RAVDESS 5 folds acc | UAR | held-out 17-20 acc / UAR "

