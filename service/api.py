@@ -22,15 +22,18 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
+
+import numpy as np
 
 from service.model.bundle import SERVING_ROLES, Bundle, available_cpus, load_bundle
-from service.model.predictor import predict_file
+from service.model.predictor import predict_file, voice_utterance
+from service.model.voice_adaptation import AdaptationError, RunningMoments, VoiceAdaptation
 from service.pipeline.budget import Budget
 from service.pipeline.errors import MediaError
 from service.settings import Settings
 
-__all__ = ["Predictor", "Outcome", "MediaError", "error_of"]
+__all__ = ["Predictor", "Outcome", "MediaError", "error_of", "VoiceAdaptation", "AdaptationError"]
 
 _COPY_BLOCK = 1 << 20
 
@@ -57,7 +60,7 @@ class Outcome:
     """One file of a batch: its answer, or the error it got."""
 
     path: str
-    result: dict[str, Any] | None = None
+    result: Any = None                           # the answer (a dict), or what a batch job returned
     error: dict[str, Any] | None = None          # {"code", "message", "status"}
 
     @property
@@ -99,19 +102,20 @@ class Predictor:
     # -- one file ---------------------------------------------------------------------------
     def predict(self, source: str | os.PathLike | bytes | bytearray | memoryview | BinaryIO, *,
                 filename: str | None = None, timeline: bool | None = None, segment_s: float | None = None,
-                budget: Budget | None = None) -> dict[str, Any]:
+                budget: Budget | None = None, voice_adaptation: VoiceAdaptation | None = None) -> dict[str, Any]:
         """The answer of `POST /predict` for a path, bytes, or a binary file object.
 
         `timeline`: True/False, or None for the service's default (clips longer than
         `EMOTION_TIMELINE_AFTER_S`); `segment_s` as the route's query parameter. Raises
-        `MediaError` for a file the service would refuse (same code and status)."""
+        `MediaError` for a file the service would refuse (same code and status).
+        `voice_adaptation`: from `fit_voice_adaptation` (the answer says so)."""
         if isinstance(source, (str, os.PathLike)):
-            return self._predict_path(Path(source), timeline, segment_s, budget)
+            return self._predict_path(Path(source), timeline, segment_s, budget, voice_adaptation)
         workdir = Path(tempfile.mkdtemp(prefix="emotion-", dir=self.settings.tmp_dir))
         try:
             dest = workdir / "upload"  # as the service spools it: the name plays no part
             self._spool(source, dest)
-            return self._predict_path(dest, timeline, segment_s, budget)
+            return self._predict_path(dest, timeline, segment_s, budget, voice_adaptation)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -130,8 +134,8 @@ class Predictor:
                     raise _too_large(limit)
                 out.write(block)
 
-    def _predict_path(self, path: Path, timeline: bool | None, segment_s: float | None,
-                      budget: Budget | None) -> dict[str, Any]:
+    def _checked(self, path: Path) -> Path:
+        """The HTTP layer's checks on an upload, for a local file."""
         size = path.stat().st_size  # OSError (missing, unreadable) for the caller
         if not path.is_file():
             raise IsADirectoryError(21, "not a regular file", str(path))
@@ -139,27 +143,56 @@ class Predictor:
             raise MediaError("empty_file", "the uploaded file is empty")
         if size > self.settings.max_upload_bytes:
             raise _too_large(self.settings.max_upload_bytes)
+        return path
+
+    def _predict_path(self, path: Path, timeline: bool | None, segment_s: float | None,
+                      budget: Budget | None, voice_adaptation: VoiceAdaptation | None = None) -> dict[str, Any]:
         s = self.settings
-        return predict_file(self.bundle, path, s.media_limits(), timeline=timeline,
+        return predict_file(self.bundle, self._checked(path), s.media_limits(), timeline=timeline,
                             timeline_after_s=s.timeline_after_s, segment_s=segment_s or s.segment_s,
-                            budget=budget or Budget(s.request_timeout_s))
+                            budget=budget or Budget(s.request_timeout_s), voice_adaptation=voice_adaptation)
 
     # -- many files -------------------------------------------------------------------------
     def predict_many(self, paths: Iterable[str | os.PathLike], *, workers: int = 1,
-                     timeline: bool | None = None, segment_s: float | None = None) -> Iterator[Outcome]:
+                     timeline: bool | None = None, segment_s: float | None = None,
+                     voice_adaptation: VoiceAdaptation | None = None) -> Iterator[Outcome]:
         """Outcomes in completion order, one per path; a failure never stops the batch.
 
         `paths` is consumed lazily and at most `2 * workers` files are in flight, so memory
         does not grow with their number. Closing the iterator early (or an exception in the
         consumer, e.g. KeyboardInterrupt) cancels the files in flight and waits for their
-        workers to stop (each stops its decode at its next check)."""
+        workers to stop (each stops its decode at its next check). `voice_adaptation`: from
+        `fit_voice_adaptation` over the same files (each answer says so)."""
+        def job(path: str, budget: Budget) -> dict[str, Any]:
+            return self._predict_path(Path(path), timeline, segment_s, budget, voice_adaptation)
+        return self._map_files(paths, workers, job)
+
+    def fit_voice_adaptation(self, paths: Iterable[str | os.PathLike], *, workers: int = 1,
+                             source: str = "batch") -> VoiceAdaptation:
+        """The voice's normalisation adapted to these recordings (one setup: a folder, an archive),
+        from their voices alone, unlabelled (`service.model.voice_adaptation`): a first pass over
+        their audio. Files that fail or have no voice are left out; raises `AdaptationError` when
+        fewer than `MIN_CLIPS` voices remain or the bundle cannot be adapted."""
+        moments = RunningMoments()
+
+        def job(path: str, budget: Budget) -> np.ndarray | None:
+            return voice_utterance(self.bundle, self._checked(Path(path)), self.settings.media_limits(), budget)
+        for outcome in self._map_files(paths, workers, job):
+            if outcome.ok and outcome.result is not None:
+                moments.add(outcome.result)
+        return VoiceAdaptation.fit(moments, self.bundle.manifest.audio_domain, source)
+
+    def _map_files(self, paths: Iterable[str | os.PathLike], workers: int,
+                   work: Callable[[str, Budget], Any]) -> Iterator[Outcome]:
+        """`Outcome(path, work(path, budget))` for each path (or the error it raised), in
+        completion order, `workers` at a time, at most `2 * workers` in flight."""
         workers = max(1, int(workers))
         budgets: dict[Future, Budget] = {}
         lock = threading.Lock()
 
         def job(path: str, budget: Budget) -> Outcome:
             try:
-                return Outcome(path, self._predict_path(Path(path), timeline, segment_s, budget))
+                return Outcome(path, work(path, budget))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a record
                 return Outcome(path, error=error_of(exc))
 

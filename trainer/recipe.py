@@ -99,7 +99,7 @@ class Recipe:
                                            "(trainer.voice.augment.Augment: crops of the speech, padding, speed, "
                                            "pitch, reverberation, noise, band limits, gain), so it learns emotion "
                                            "rather than one corpus's framing and studio", quick=0)
-    cross_corpus_variants: tuple[str, ...] = tunable(("plain", "aug4"), "audio-head recipes retrained for the "
+    cross_corpus_variants: tuple[str, ...] = tunable(("hand_aug4", "aug4"), "audio-head recipes retrained for the "
                                                      "report's cross-corpus and framing table "
                                                      "(trainer.voice.cross_corpus.VARIANTS; ~12 min each)", quick=())
     audio_domain_inside_q: float = tunable(0.95, "quantile of the validation speakers' distances to the training "

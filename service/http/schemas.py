@@ -77,6 +77,16 @@ class ModalityProbabilities(BaseModel):
     face: Probabilities | None = None
 
 
+class VoiceAdaptationInfo(BaseModel):
+    n_clips: int = Field(description="recordings with a voice whose statistics the voice was adapted to")
+    method: str
+    source: str = Field(description="what the batch was (e.g. the CLI's inputs)")
+
+
+class Adaptation(BaseModel):
+    voice: VoiceAdaptationInfo | None = None
+
+
 class PredictResponse(BaseModel):
     label: str = Field(description="the most probable class")
     probabilities: Probabilities = Field(description=_PROBS)
@@ -92,6 +102,9 @@ class PredictResponse(BaseModel):
                           "(else the classifier without the face), face from its face head (else the classifier "
                           "without the audio); "
                           "null for a modality the clip does not have")
+    adaptation: Adaptation | None = Field(
+        None, description="set when the answer was made with the voice adapted to a batch of recordings "
+                          "(emotion-av predict --adapt-voice); never by POST /predict")
     timings_ms: dict[str, float] = Field(description="wall time per stage in ms (stages overlap)")
 
 

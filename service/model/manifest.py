@@ -108,6 +108,11 @@ class AudioDomain(_Model):
     fitted_on: str = "training utterances; thresholds from validation speakers"
     n_train: int = 0
     n_validation: int = 0
+    # Mean and standard deviation of the training utterances (the audio head's input), per
+    # column: what a batch's voices are mapped onto when the caller adapts the voice's
+    # normalisation to them (service/model/voice_adaptation.py). Empty in older bundles.
+    train_mean: list[float] = Field(default_factory=list)
+    train_std: list[float] = Field(default_factory=list)
 
 
 class Provenance(_Model):

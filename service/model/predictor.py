@@ -8,11 +8,13 @@ import numpy as np
 
 from service.model.bundle import Bundle
 from service.model.calibration import served_view
+from service.model.voice_adaptation import VoiceAdaptation
 from service.pipeline.budget import Budget
 from service.pipeline.config import MediaLimits
 from service.pipeline.errors import MediaError
 from service.pipeline.extract import (
     ClipFeatures, DecodedClip, Decoder, ImageFeatures, clip_features, decode_clip)
+from service.pipeline.fusion import utterance_of
 from service.pipeline.media import MediaInfo
 from service.pipeline.timing import StageTimer
 
@@ -57,9 +59,12 @@ def _classify(bundle: Bundle, feats: ClipFeatures) -> tuple[np.ndarray, dict[str
 
 def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: bool | None = None,
                  timeline_after_s: float = 30.0, segment_s: float = 10.0, budget: Budget | None = None,
-                 timer: StageTimer | None = None, decoder: Decoder | None = None) -> dict[str, Any]:
+                 timer: StageTimer | None = None, decoder: Decoder | None = None,
+                 voice_adaptation: VoiceAdaptation | None = None) -> dict[str, Any]:
     """`timeline`: True/False, or None for "only for clips longer than `timeline_after_s`".
-    `decoder`: where the file is decoded (the service's worker pool; in this thread by default)."""
+    `decoder`: where the file is decoded (the service's worker pool; in this thread by default).
+    `voice_adaptation`: the voice's statistics mapped from a batch's onto the training ones
+    (`service.model.voice_adaptation`); the answer's `adaptation` says so."""
     timer = timer or StageTimer()
     budget = budget or Budget()
     cfg = bundle.config
@@ -73,7 +78,7 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
     want_timeline = timeline_segment(clip.info) is not None
     budget.check()
     images = ImageFeatures(clip.faces, cfg, bundle)
-    feats = clip_features(clip, cfg, bundle, timer, images)
+    feats = _adapted(clip_features(clip, cfg, bundle, timer, images), bundle, voice_adaptation)
     if not any(_present(feats).values()):
         # A silent video without a face: any answer would be the classifier's prior dressed as a result.
         raise MediaError("no_usable_stream", "neither a voice nor a face was found in the file: there is nothing to "
@@ -97,13 +102,28 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
     result["timeline"] = None  # the same keys as the HTTP body (PredictResponse), from every caller
     if want_timeline:
         with timer.stage("timeline"):
-            result["timeline"] = _timeline(bundle, clip, segment_s, images, budget)
+            result["timeline"] = _timeline(bundle, clip, segment_s, images, budget, voice_adaptation)
+    result["adaptation"] = {"voice": voice_adaptation.describe()} if voice_adaptation is not None else None
     result["timings_ms"] = timer.rounded()
     return result
 
 
+def _adapted(feats: ClipFeatures, bundle: Bundle, adaptation: VoiceAdaptation | None) -> ClipFeatures:
+    if adaptation is not None and feats.audio_used:
+        feats.sequence = adaptation.apply(feats.sequence, bundle.config)
+    return feats
+
+
+def voice_utterance(bundle: Bundle, path: Path, limits: MediaLimits, budget: Budget | None = None) -> np.ndarray | None:
+    """The utterance block of a file's voice as `predict_file` computes it (None: no usable voice),
+    from its audio alone: what a batch's voice statistics are gathered from."""
+    clip = decode_clip(path, bundle.config, limits, budget=budget, video=False)
+    feats = clip_features(clip, bundle.config, bundle)
+    return utterance_of(feats.sequence, bundle.config) if feats.audio_used else None
+
+
 def _timeline(bundle: Bundle, clip: DecodedClip, segment_s: float, images: ImageFeatures,
-              budget: Budget) -> list[dict[str, Any]]:
+              budget: Budget, voice_adaptation: VoiceAdaptation | None = None) -> list[dict[str, Any]]:
     """Per-segment probabilities: each segment goes through the same steps as a clip (its
     own audio peak, its own summary frames), reusing the clip's decoded crops and features."""
     cfg = bundle.config
@@ -117,7 +137,7 @@ def _timeline(bundle: Bundle, clip: DecodedClip, segment_s: float, images: Image
         part = clip.segment(float(start), float(end), cfg)
         if (part.audio is None or len(part.audio.mel) == 0) and len(part.faces) == 0:
             continue
-        feats = clip_features(part, cfg, bundle, StageTimer(), images)
+        feats = _adapted(clip_features(part, cfg, bundle, StageTimer(), images), bundle, voice_adaptation)
         probs, _ = _classify(bundle, feats)
         entries.append({
             "start_s": round(float(start), 3), "end_s": round(float(end), 3),

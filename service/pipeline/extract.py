@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
@@ -184,13 +185,14 @@ SegmentChoice = float | Callable[[media.MediaInfo], float | None] | None
 
 def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: StageTimer | None = None,
                 budget: Budget | None = None, segment_s: SegmentChoice = None, detector: BlazeFace | None = None,
-                decoder: Decoder | None = None) -> DecodedClip:
+                decoder: Decoder | None = None, video: bool = True) -> DecodedClip:
     """Open the file once (the probe: refused here when out of bounds), then decode audio (to
     mel frames) and sampled frames (to aligned face crops, through `detector`) in one demux
     pass of the same open file. `segment_s`: sample frames densely enough for a timeline with
     segments of that length, or a function of the probed file that says so. A file with a
     video stream needs the detector: no face is ever guessed. `decoder`: where the decoding
-    runs (the service's worker pool), in this thread by default.
+    runs (the service's worker pool), in this thread by default. `video=False`: the audio alone
+    (no frame is decoded, no face looked for).
 
     Stage timings: `probe` (the file opened and checked), `decode` (the pass), and inside it
     `face_detection`: a worker decodes the next frames while this thread detects faces."""
@@ -202,11 +204,11 @@ def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: Sta
     with source:
         info = source.info
         segment = segment_s(info) if callable(segment_s) else segment_s
-        if info.has_video and detector is None:
+        if info.has_video and video and detector is None:
             raise ValueError("a video needs a face detector: the bundle's face_detector artifact "
                              "(trainer.face.detector adds one to a bundle that lacks it)")
         rate, cap = frame_sampling(info, cfg, segment)
-        sampling = media.FrameSampling(rate, cap, cfg.frame_max_side) if info.has_video else None
+        sampling = media.FrameSampling(rate, cap, cfg.frame_max_side) if info.has_video and video else None
         acc = audio.AudioAccumulator(cfg) if info.has_audio else None
         faces = _FaceCollector(rate, info.duration_s, cfg, detector)
         with timer.stage("decode"):
@@ -315,26 +317,17 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, ti
     """The fusion sequence of a decoded clip (or of one segment of it: pass the clip's
     `images` so shared frames are not run through ResNet-50 twice)."""
     timer = timer or StageTimer()
-    with timer.stage("audio_features"):
-        codes, code_times, active, frames = track_codes_gated(clip.audio, cfg, encoders)
-    voice_states = None
-    if cfg.voice_encoder:
-        with timer.stage("voice_encoder"):
-            voice_states = voice.embedding(clip.audio, cfg, encoders.encode_voice)
-    image_feats = None
-    detected = np.zeros(cfg.k_summary, bool)
-    if len(clip.faces):
-        with timer.stage("summary_selection"):
-            encode_latents(clip.faces, cfg, encoders)
-            chosen = summary_indices(clip.faces, cfg)
-        with timer.stage("image_features"):
-            images = images or ImageFeatures(clip.faces, cfg, encoders)
-            image_feats = images(clip.faces.index[chosen])
-        times = clip.faces.times[chosen]
-        detected = np.array([clip.faces.crops[i].detected for i in chosen])
-    else:  # no face in any frame: the audio-only view, exactly as the classifier learned it
-        times = fusion.step_times(clip.info.duration_s, cfg.k_summary)
-    seq = assemble(cfg, codes, code_times, image_feats, detected, times, active, frames, voice_states)
+    # The speech encoder runs beside the face work (ONNX Runtime releases the GIL): on two cores
+    # a clip's answer waits for the longer of the two, not their sum.
+    pending_voice = _VOICE_THREADS.submit(_timed_voice, clip.audio, cfg, encoders, timer) if cfg.voice_encoder else None
+    try:
+        with timer.stage("audio_features"):
+            codes, code_times, active, frames = track_codes_gated(clip.audio, cfg, encoders)
+        seq, times, detected, image_feats = _face_sequence(
+            clip, cfg, encoders, timer, images, codes, code_times, active, frames, pending_voice)
+    finally:
+        if pending_voice is not None:
+            pending_voice.cancel()
     return ClipFeatures(
         sequence=seq,
         summary_times=np.asarray(times, np.float64),
@@ -348,6 +341,39 @@ def clip_features(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, ti
         flagged=dict(clip.faces.flagged),
         face_low_quality=clip.faces.low_quality and image_feats is not None,
     )
+
+
+# Threads for the speech encoder beside a request's face work; the service's gate bounds how
+# many requests (hence voices) are in flight at once.
+_VOICE_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="voice")
+
+
+def _timed_voice(track: audio.AudioTrack | None, cfg: PipelineConfig, encoders: Encoders,
+                 timer: StageTimer) -> np.ndarray:
+    with timer.stage("voice_encoder"):
+        return voice.embedding(track, cfg, encoders.encode_voice)
+
+
+def _face_sequence(clip: DecodedClip, cfg: PipelineConfig, encoders: Encoders, timer: StageTimer,
+                   images: ImageFeatures | None, codes: np.ndarray, code_times: np.ndarray, active: np.ndarray,
+                   frames: np.ndarray, pending_voice: Future | None):
+    """The summary faces' features and the fusion sequence (the voice's states joined last)."""
+    image_feats = None
+    detected = np.zeros(cfg.k_summary, bool)
+    if len(clip.faces):
+        with timer.stage("summary_selection"):
+            encode_latents(clip.faces, cfg, encoders)
+            chosen = summary_indices(clip.faces, cfg)
+        with timer.stage("image_features"):
+            images = images or ImageFeatures(clip.faces, cfg, encoders)
+            image_feats = images(clip.faces.index[chosen])
+        times = clip.faces.times[chosen]
+        detected = np.array([clip.faces.crops[i].detected for i in chosen])
+    else:  # no face in any frame: the audio-only view, exactly as the classifier learned it
+        times = fusion.step_times(clip.info.duration_s, cfg.k_summary)
+    voice_states = pending_voice.result() if pending_voice is not None else None
+    seq = assemble(cfg, codes, code_times, image_feats, detected, times, active, frames, voice_states)
+    return seq, times, detected, image_feats
 
 
 def extract_file(path: Path, cfg: PipelineConfig, encoders: Encoders, limits: MediaLimits | None = None,

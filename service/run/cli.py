@@ -234,12 +234,25 @@ def predict_command(args: argparse.Namespace) -> int:
             done.add(key)  # a file reached twice (overlapping arguments) is done once
             yield path
 
+    adaptation = None
+    if args.adapt_voice:
+        # A pass over every input's audio (the answered ones too, so a resumed run adapts as the
+        # first did); nothing is kept per file but the running moments.
+        from service.api import AdaptationError
+        print("adapting the voice to these recordings (a first pass over their audio) ...", file=sys.stderr)
+        try:
+            adaptation = predictor.fit_voice_adaptation(walk(args.paths, extensions), workers=args.workers,
+                                                        source="the inputs of this emotion-av predict run")
+        except AdaptationError as exc:
+            raise UsageError(f"--adapt-voice: {exc}") from None
+        print(f"voice adapted to {adaptation.n_clips} recordings with a voice", file=sys.stderr)
+
     # First pass only counts (for the bar); the second is the work. Neither keeps the list.
     total = sum(1 for p in walk(args.paths, extensions) if _key(p) not in done)
     bar = tqdm(total=total, unit="file", file=sys.stderr, disable=True if args.quiet else None,
                dynamic_ncols=True, desc="predict")
-    outcomes = predictor.predict_many(todo(), workers=args.workers,
-                                      timeline=True if args.timeline else None, segment_s=args.segment_s)
+    outcomes = predictor.predict_many(todo(), workers=args.workers, timeline=True if args.timeline else None,
+                                      segment_s=args.segment_s, voice_adaptation=adaptation)
     try:
         for outcome in outcomes:
             writer.write(outcome.record())
@@ -282,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ext", default=",".join(DEFAULT_EXTENSIONS),
                    help="extensions looked for in folders (default: %(default)s)")
     p.add_argument("--model-dir", help="bundle directory (default EMOTION_MODEL_DIR, else the shipped bundle)")
+    p.add_argument("--adapt-voice", action="store_true",
+                   help="adapt the voice's normalisation to these recordings' own statistics (one recording setup, "
+                        "at least 20 voices, a mix of emotions; a first pass over their audio); each JSON answer "
+                        "says so under 'adaptation'")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=predict_command)
     return parser

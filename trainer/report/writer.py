@@ -280,14 +280,18 @@ def _cross_corpus(manifest: Manifest) -> list[str]:
             "first word; `cut`: a random 1.5-3 s window of the speech; `pad`: the speech inside silence; `late`: "
             "the speech at a random offset), on all of TESS when trained without it (`loco TESS`: two voices "
             "never heard), on the 6 CREMA-D clips and on URDU (natural Urdu speech, evaluation only: answered "
-            "label over 7 emotions, and restricted to its 4). `plain` is the recipe before augmentation; "
-            "the bundle's audio head uses the last row's. Accuracy:", "",
+            "label over 7 emotions, and restricted to its 4). `hand_*` rows use the hand-made utterance "
+            "statistics alone (the voice before its speech encoder), the others the speech encoder's pooled "
+            "states beside them; `plain` trains on the clips as recorded, `aug4` also on 4 augmented copies; "
+            "`... adapted`: the corpus's voices mapped from their own statistics onto the training ones "
+            "(`--adapt-voice`). The bundle's audio head uses the last row's recipe. Accuracy:", "",
             cross_corpus_table(rows), ""]
 
 
 def cross_corpus_table(rows: list[dict]) -> str:
     """Accuracy per variant (trainer.voice.cross_corpus.Study.run's rows), as markdown."""
-    cols = ["in-corpus", *(k for k in rows[0] if k.startswith("framing ")), "loco TESS", "CREMA-D", "urdu"]
+    cols = [c for c in ("in-corpus", *(k for k in rows[0] if k.startswith("framing ")), "loco TESS",
+                        "loco TESS adapted", "CREMA-D", "urdu", "urdu adapted") if any(c in r for r in rows)]
     lines = ["| variant | " + " | ".join(cols) + " | urdu (4) | urdu wrong > 0.9 |",
              "|" + "---|" * (len(cols) + 3)]
     for r in rows:
@@ -306,7 +310,15 @@ def _training_data(manifest: Manifest) -> list[str]:
     return ["", "## Training data and licences", "",
             "The weights of this bundle derive from these corpora; their licences bind its use (most allow "
             "research use only).", "", "| corpus | training samples | licence |", "|---|---|---|"] + [
-        f"| {c} | {d['n']} | {d['licence']} |" for c, d in sorted(used.items())]
+        f"| {c} | {d['n']} | {d['licence']} |" for c, d in sorted(used.items())] + _pretrained(manifest)
+
+
+def _pretrained(manifest: Manifest) -> list[str]:
+    """Pretrained weights inside the bundle: where they came from and their licence."""
+    given = manifest.provenance.pretrained
+    if not given:
+        return []
+    return ["", "Pretrained weights in this bundle:", ""] + [f"- `{role}`: {source}" for role, source in given.items()]
 
 
 def write_report(bundle_dir: Path, manifest: Manifest) -> None:

@@ -53,7 +53,9 @@ def audio_domain(ctx: BuildContext, corpora: Corpora, audio: AudioFeatures, head
                   "fitted_on": (f"{len(x)} training utterances (as recorded, coded, augmented); thresholds: the "
                                 f"{r.audio_domain_inside_q:g} quantile of {len(val)} validation speakers' utterances "
                                 f"(as recorded and augmented), and {r.audio_domain_outside_factor:g} times it"),
-                  "n_train": len(x), "n_validation": len(val)}
+                  "n_train": len(x), "n_validation": len(val),
+                  "train_mean": [round(float(v), 6) for v in x.mean(0)],
+                  "train_std": [round(float(v), 6) for v in x.std(0)]}
     log.info("audio domain: distance median train %.2f, validation %.2f; inside %.2f, outside %.2f",
              np.median(d_train), np.median(d_val), thresholds["inside"], thresholds["outside"])
     export = export_onnx(domain_model(fit), ctx.staging / "audio_domain.onnx", sample_inputs=val[:64],

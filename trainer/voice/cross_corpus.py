@@ -21,13 +21,14 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from service.model.calibration import expected_calibration_error
+from service.model.voice_adaptation import moment_matched
 from service.pipeline.config import PipelineConfig
 from trainer.cache import FeatureCache
 from trainer.data import BASIC7, Sample, discover_corpora, load_corpus
@@ -56,10 +57,13 @@ class Variant:
     aug: Augment = field(default_factory=Augment)
     codecs: tuple[str, ...] = ("mp3_160k", "mp3_64k")
     tess_every: int = 4
+    hand_only: bool = False             # the hand-made statistics alone (the voice before its speech encoder)
     members: int = 2
 
 
 VARIANTS: dict[str, Variant] = {
+    "hand_plain": Variant(hand_only=True),
+    "hand_aug4": Variant(copies=4, hand_only=True),
     "plain": Variant(),
     "aug2": Variant(copies=2),
     "aug4": Variant(copies=4),
@@ -70,6 +74,11 @@ VARIANTS: dict[str, Variant] = {
 
 def bundle_config(bundle: Path = REPO_ROOT / "models" / "default") -> PipelineConfig:
     return PipelineConfig.from_dict(json.loads((bundle / "manifest.json").read_text())["preprocessing"])
+
+
+def without_encoder(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg`'s utterance block without the speech encoder's states (its hand-made statistics alone)."""
+    return replace(cfg, voice_encoder="", voice_layers="")
 
 
 def vectors(samples: Sequence[Sample], cfg: PipelineConfig, frames_of: Callable[[Sample], AudioFrames]) -> np.ndarray:
@@ -112,18 +121,19 @@ class Study:
     def y(self, samples: Sequence[Sample]) -> np.ndarray:
         return np.array([self.index[s.label] for s in samples])
 
-    def plain(self, samples: Sequence[Sample]) -> np.ndarray:
-        return vectors(samples, self.cfg, lambda s: frame_features(s, self.cfg, self.cache))
+    def plain(self, samples: Sequence[Sample], ucfg: PipelineConfig | None = None) -> np.ndarray:
+        """Utterance vectors under `ucfg` (default: the study's) of the samples as recorded."""
+        return vectors(samples, ucfg or self.cfg, lambda s: frame_features(s, self.cfg, self.cache))
 
-    def training_set(self, v: Variant, with_tess: bool) -> tuple[np.ndarray, np.ndarray]:
+    def training_set(self, v: Variant, with_tess: bool, ucfg: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
         tess = self.tess_train[:: v.tess_every] if with_tess and v.tess_every else []
         clips = self.rav_train + tess
-        xs, ys = [self.plain(clips)], [self.y(clips)]
+        xs, ys = [self.plain(clips, ucfg)], [self.y(clips)]
         for codec in v.codecs:
-            xs.append(coded_utterances(clips, self.cfg, self.cfg, self.cache, codec))
+            xs.append(coded_utterances(clips, self.cfg, ucfg, self.cache, codec))
             ys.append(self.y(clips))
         for k in range(v.copies):
-            xs.append(augmented_utterances(clips, self.cfg, self.cache, k, v.aug))
+            xs.append(augmented_utterances(clips, ucfg, self.cache, k, v.aug, frames_cfg=self.cfg))
             ys.append(self.y(clips))
         return np.concatenate(xs), np.concatenate(ys)
 
@@ -132,24 +142,40 @@ class Study:
         return lambda z: np.mean([m.predict(z, verbose=0, batch_size=512) for m in members], axis=0)
 
     def run(self, name: str, v: Variant) -> dict:
+        """The variant's figures; `... adapted`: the same corpus with its voices' statistics mapped
+        onto the training ones (service.model.voice_adaptation), as `--adapt-voice` would."""
         t0 = time.perf_counter()
+        ucfg = without_encoder(self.cfg) if v.hand_only else self.cfg
         out: dict = {"variant": name}
-        predict = self.head(*self.training_set(v, with_tess=True), v)
+        x_train, y_train = self.training_set(v, True, ucfg)
+        predict = self.head(x_train, y_train, v)
+        moments = (x_train.mean(0), x_train.std(0))
+
+        def adapted(x: np.ndarray, train: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            return moment_matched(x, x.mean(0), x.std(0), *train)
+
         held_y = self.y(self.rav_held)
-        out["in-corpus"] = scores(predict(self.plain(self.rav_held)), held_y)
+        held = self.plain(self.rav_held, ucfg)
+        out["in-corpus"] = scores(predict(held), held_y)
+        out["in-corpus adapted"] = scores(predict(adapted(held, moments)), held_y)
         for how in FRAMINGS:
-            x = vectors(self.rav_held, self.cfg, lambda s, how=how: transformed_frame_features(
+            x = vectors(self.rav_held, ucfg, lambda s, how=how: transformed_frame_features(
                 s, self.cfg, self.cache, f"reframed {how} 0", lambda sig, sr: reframed(sig, sr, how, 0)))
             out[f"framing {how}"] = scores(predict(x), held_y)
         if "cremad" in self.corpora:
             cre = self.corpora["cremad"]
-            out["CREMA-D"] = scores(predict(self.plain(cre)), self.y(cre))
+            out["CREMA-D"] = scores(predict(self.plain(cre, ucfg)), self.y(cre))
         if "urdu" in self.corpora:
             urdu = self.corpora["urdu"]
-            out["urdu"] = scores(predict(self.plain(urdu)), self.y(urdu), restrict=URDU4)
+            x = self.plain(urdu, ucfg)
+            out["urdu"] = scores(predict(x), self.y(urdu), restrict=URDU4)
+            out["urdu adapted"] = scores(predict(adapted(x, moments)), self.y(urdu), restrict=URDU4)
         if self.tess:
-            loco = self.head(*self.training_set(v, with_tess=False), v)
-            out["loco TESS"] = scores(loco(self.plain(self.tess)), self.y(self.tess))
+            x_loco, y_loco = self.training_set(v, False, ucfg)
+            loco = self.head(x_loco, y_loco, v)
+            x = self.plain(self.tess, ucfg)
+            out["loco TESS"] = scores(loco(x), self.y(self.tess))
+            out["loco TESS adapted"] = scores(loco(adapted(x, (x_loco.mean(0), x_loco.std(0)))), self.y(self.tess))
         out["minutes"] = round((time.perf_counter() - t0) / 60, 1)
         return out
 

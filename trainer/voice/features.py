@@ -236,12 +236,14 @@ def augmented_frame_features(sample: Sample, cfg: PipelineConfig, cache: Feature
 
 
 def augmented_utterances(samples: Sequence[Sample], cfg: PipelineConfig, cache: FeatureCache, copy: int,
-                         aug: Augment | None = None) -> np.ndarray:
-    """Utterance vectors of augmented copy number `copy` of each sample (its seed: the file
-    name and the copy number, so every build and study draws the same copies)."""
+                         aug: Augment | None = None, frames_cfg: PipelineConfig | None = None) -> np.ndarray:
+    """Utterance vectors (under `cfg`) of augmented copy number `copy` of each sample (its seed:
+    the file name and the copy number, so every build and study draws the same copies); frame
+    features under `frames_cfg` (default `cfg`)."""
     out = []
     for s in samples:
-        f = augmented_frame_features(s, cfg, cache, seed=zlib.crc32(f"{s.path.name} {copy}".encode()), aug=aug)
+        f = augmented_frame_features(s, frames_cfg or cfg, cache, seed=zlib.crc32(f"{s.path.name} {copy}".encode()),
+                                     aug=aug)
         out.append(frames_utterance(f, cfg))
     return np.stack(out).astype(np.float32) if out else np.zeros((0, cfg.utterance_dim), np.float32)
 
