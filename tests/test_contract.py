@@ -41,9 +41,9 @@ def openapi() -> dict:
 # --- errors ---------------------------------------------------------------------------------
 
 @pytest.mark.unit
-def test_readme_errors_table_is_the_code_table():
-    readme = {code: int(row[0]) for row in docs_table("## Errors") for code in ticked(row[1])}
-    assert readme == ERRORS
+def test_docs_errors_table_is_the_code_table():
+    docs = {code: int(row[0]) for row in docs_table("## Errors") for code in ticked(row[1])}
+    assert docs == ERRORS
 
 
 @pytest.mark.unit
@@ -103,17 +103,17 @@ def _code_default(name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _same(readme: str, code: str | None) -> bool:
+def _same(shown: str, code: str | None) -> bool:
     if code is None:
         return False
     try:
-        return float(readme) == float(code)
+        return float(shown) == float(code)
     except ValueError:
-        return readme == code
+        return shown == code
 
 
 @pytest.mark.unit
-def test_readme_settings_table_is_the_settings_object():
+def test_docs_settings_table_is_the_settings_object():
     seen = set()
     for row in docs_table("# Settings", "settings.md"):
         names = ticked(row[0])
@@ -134,11 +134,11 @@ def test_readme_settings_table_is_the_settings_object():
 # --- accepted files -------------------------------------------------------------------------
 
 @pytest.mark.unit
-def test_readme_accepted_files_are_the_demuxer_allowlist():
+def test_docs_accepted_files_are_the_demuxer_allowlist():
     rows = docs_table("## Accepted files")
-    readme = {(row[0], ticked(row[2])[0]): tuple(ticked(row[1])) for row in rows}
+    docs = {(row[0], ticked(row[2])[0]): tuple(ticked(row[1])) for row in rows}
     code = {**{("video", d): e for d, e in VIDEO_FORMATS.items()}, **{("audio", d): e for d, e in AUDIO_FORMATS.items()}}
-    assert readme == code
+    assert docs == code
 
 
 # --- a running server against its own schema --------------------------------------------------
