@@ -169,6 +169,7 @@ def assert_close(shown, got, where="answer"):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # runs the install script (pip, ~15 s)
 def test_curl_answers_what_the_page_shows(started, user_dir):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")

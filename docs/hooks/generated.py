@@ -23,6 +23,7 @@ from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "models" / "default"
+IMAGES = {".png", ".svg", ".jpg", ".jpeg"}  # the report's figures, published under bundle/
 MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
 
 if str(ROOT) not in sys.path:  # the service's modules, whether or not the package is installed
@@ -138,7 +139,7 @@ def render_bundle_report(bundle: Path = BUNDLE) -> str:
     its figures pointing at their published copies."""
     text = (bundle / "report.md").read_text()
     text = re.sub(r"^(#{1,4}) ", r"##\1 ", text, flags=re.M)
-    return re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", r"![\1](bundle/\2)", text)
+    return re.sub(r"!\[([^\]]*)\]\((?![a-z]+:|/)([^)]+)\)", r"![\1](bundle/\2)", text)
 
 
 RENDERERS = {
@@ -151,8 +152,8 @@ RENDERERS = {
 # --- MkDocs events ----------------------------------------------------------------------------
 
 def on_files(files: Files, config) -> Files:
-    for png in sorted(BUNDLE.glob("*.png")):
-        files.append(File.generated(config, f"bundle/{png.name}", abs_src_path=str(png)))
+    for image in sorted(p for p in BUNDLE.rglob("*") if p.suffix.lower() in IMAGES):
+        files.append(File.generated(config, f"bundle/{image.relative_to(BUNDLE).as_posix()}", abs_src_path=str(image)))
     files.append(File.generated(config, "openapi.json", content=json.dumps(openapi_document(), indent=2)))
     return files
 
