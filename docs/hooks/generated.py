@@ -62,7 +62,8 @@ def _cell(text: str | None) -> str:
 
 def _limits(schema: dict) -> str:
     words = {"minimum": "≥", "maximum": "≤", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
-    found = [f"{sign} {schema[key]}" for key, sign in words.items() if key in schema]
+    found = [f"{sign} {part[key]}" for part in [schema, *schema.get("anyOf", [])]
+             for key, sign in words.items() if key in part]
     return f" ({', '.join(found)})" if found else ""
 
 
@@ -81,7 +82,11 @@ def _operation(method: str, path: str, op: dict) -> list[str]:
     body = op.get("requestBody")
     if body:
         for content_type, media in body.get("content", {}).items():
-            lines += [f"Request body: `{content_type}`, {_type(media.get('schema', {}))}.", ""]
+            schema = media.get("schema", {})
+            fields = ", ".join(f"`{name}` ({_type(sub)})" for name, sub in schema.get("properties", {}).items())
+            lines += [f"Request body: `{content_type}`" + (f", fields {fields}." if fields else f", {_type(schema)}."), ""]
+            if content_type == "multipart/form-data" and "file" in schema.get("properties", {}):
+                lines += ["```bash", f"curl -s -F file=@clip.mp4 http://127.0.0.1:8000{path}", "```", ""]
     lines += ["| status | answer | content |", "|---|---|---|"]
     for status, resp in op["responses"].items():
         content = ", ".join(f"`{ct}` {_type(m.get('schema', {}))}" for ct, m in resp.get("content", {}).items())
