@@ -84,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--request-timeout", type=float, default=1200.0, help="client timeout per request, s")
     a = ap.parse_args(argv)
     q = a.quick
-    a.repeats = a.repeats if a.repeats is not None else (3 if q else 12)  # 5 proved too few (README, runs I and J)
+    a.repeats = a.repeats if a.repeats is not None else (3 if q else 12)  # 5 proved too few (docs/benchmarks.md, runs I and J)
     a.long_repeats = a.long_repeats if a.long_repeats is not None else (1 if q else 2)
     a.throughput_requests = a.throughput_requests or (8 if q else 16)
     a.floor_repeats = 3 if q else 5

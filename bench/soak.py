@@ -1,6 +1,6 @@
 """Soak: minutes of mixed traffic at and above the concurrency limit against one server.
 
-    .venv/bin/python bench/soak.py                 # 20 minutes (the README's figures)
+    .venv/bin/python bench/soak.py                 # 20 minutes (docs/benchmarks.md's figures)
     .venv/bin/python bench/soak.py --minutes 3     # a short check
 
 One `python -m service` (the hostile-test limits, `EMOTION_MAX_CONCURRENCY` 2 +

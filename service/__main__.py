@@ -1,7 +1,7 @@
 """`python -m service [--host H] [--port P] [--model-dir DIR] [--log-level L] [--check]`: start the API.
 
 Every option defaults to its setting (EMOTION_HOST, EMOTION_PORT, EMOTION_MODEL_DIR,
-EMOTION_LOG_LEVEL; README "Settings"). The server listens at once and loads the bundle in
+EMOTION_LOG_LEVEL; docs/settings.md). The server listens at once and loads the bundle in
 the background (/readyz: 503 until it is loaded and warmed up, then 200); a bundle that
 cannot be loaded stops the process with exit status 1.
 

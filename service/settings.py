@@ -1,5 +1,5 @@
 """One typed settings object: everything the service reads from `EMOTION_*` environment
-variables (design §5). README "Settings" lists the same variables with the same defaults
+variables (design §5). docs/settings.md lists the same variables with the same defaults
 (tests/test_contract.py compares them)."""
 from __future__ import annotations
 

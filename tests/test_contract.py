@@ -1,6 +1,6 @@
-"""The HTTP contract users code against: the OpenAPI document types every body,
-README's errors, settings and accepted-files tables say what the code does, and a running
-server's responses conform to its own schema (schemathesis)."""
+"""The HTTP contract users code against: the OpenAPI document types every body, the docs'
+errors, settings and accepted-files tables (docs/http-api.md, docs/settings.md) say what the
+code does, and a running server's responses conform to its own schema (schemathesis)."""
 from __future__ import annotations
 
 import re
@@ -12,12 +12,12 @@ from service.http.error_codes import ERRORS, UNDOCUMENTED
 from service.pipeline.config import AUDIO_FORMATS, VIDEO_FORMATS
 from service.settings import DEFAULT_MODEL_DIR, Settings
 
-README = (REPO_ROOT / "README.md").read_text()
+DOCS = REPO_ROOT / "docs"
 
 
-def readme_table(heading: str) -> list[list[str]]:
-    """Rows (cells) of the first table after `heading` in README."""
-    section = README.split(heading, 1)[1]
+def docs_table(heading: str, page: str = "http-api.md") -> list[list[str]]:
+    """Rows (cells) of the first table after `heading` on a docs page."""
+    section = (DOCS / page).read_text().split(heading + "\n", 1)[1]
     rows = []
     for line in section.splitlines():
         if line.startswith("|"):
@@ -41,9 +41,9 @@ def openapi() -> dict:
 # --- errors ---------------------------------------------------------------------------------
 
 @pytest.mark.unit
-def test_readme_errors_table_is_the_code_table():
-    readme = {code: int(row[0]) for row in readme_table("### Errors") for code in ticked(row[1])}
-    assert readme == ERRORS
+def test_docs_errors_table_is_the_code_table():
+    docs = {code: int(row[0]) for row in docs_table("## Errors") for code in ticked(row[1])}
+    assert docs == ERRORS
 
 
 @pytest.mark.unit
@@ -68,7 +68,7 @@ def test_openapi_lists_the_error_model_and_codes_per_route(openapi):
                 assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)
                 for code in ticked(resp["description"]):
                     documented[code] = int(status)
-    # every documented code is in the README table with its status, and vice versa
+    # every documented code is in the docs' table with its status, and vice versa
     assert documented == ERRORS
     enum = openapi["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"]
     assert set(enum) == set(ERRORS)
@@ -103,25 +103,25 @@ def _code_default(name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _same(readme: str, code: str | None) -> bool:
+def _same(shown: str, code: str | None) -> bool:
     if code is None:
         return False
     try:
-        return float(readme) == float(code)
+        return float(shown) == float(code)
     except ValueError:
-        return readme == code
+        return shown == code
 
 
 @pytest.mark.unit
-def test_readme_settings_table_is_the_settings_object():
+def test_docs_settings_table_is_the_settings_object():
     seen = set()
-    for row in readme_table("## Settings"):
+    for row in docs_table("# Settings", "settings.md"):
         names = ticked(row[0])
         defaults = ticked(row[1])
         for i, var in enumerate(names):
             assert var.startswith("EMOTION_"), var
             field = var[len("EMOTION_"):].lower()
-            assert field in Settings.model_fields, f"README documents {var}, which the code does not read"
+            assert field in Settings.model_fields, f"docs/settings.md documents {var}, which the code does not read"
             seen.add(field)
             code = _code_default(field)
             if len(defaults) == len(names):
@@ -134,11 +134,11 @@ def test_readme_settings_table_is_the_settings_object():
 # --- accepted files -------------------------------------------------------------------------
 
 @pytest.mark.unit
-def test_readme_accepted_files_are_the_demuxer_allowlist():
-    rows = readme_table("### Accepted files")
-    readme = {(row[0], ticked(row[2])[0]): tuple(ticked(row[1])) for row in rows}
+def test_docs_accepted_files_are_the_demuxer_allowlist():
+    rows = docs_table("## Accepted files")
+    docs = {(row[0], ticked(row[2])[0]): tuple(ticked(row[1])) for row in rows}
     code = {**{("video", d): e for d, e in VIDEO_FORMATS.items()}, **{("audio", d): e for d, e in AUDIO_FORMATS.items()}}
-    assert readme == code
+    assert docs == code
 
 
 # --- a running server against its own schema --------------------------------------------------

@@ -28,7 +28,7 @@ from rawhttp import Answer, exchange, request_bytes
 
 pytestmark = pytest.mark.slow
 
-# Every status and code an envelope may get (README's errors table). The file parts carry
+# Every status and code an envelope may get (docs/http-api.md's errors table). The file parts carry
 # payloads that are refused quickly and never decode (a playlist, nothing, a few random bytes).
 DOCUMENTED = {
     400: {"bad_request", "malformed_multipart", "empty_file", "undecodable", "no_usable_stream", "no_duration"},

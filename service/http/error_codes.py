@@ -1,6 +1,6 @@
 """The one table of error codes and their HTTP statuses (design §5): every `ApiError` /
 `MediaError` the service raises uses a code from it, the OpenAPI document lists them per
-status on each route, and README "Errors" shows the same table (tests/test_contract.py
+status on each route, and docs/http-api.md "Errors" shows the same table (tests/test_contract.py
 compares all three)."""
 from __future__ import annotations
 

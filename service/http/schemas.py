@@ -20,7 +20,7 @@ _PROBS = "class name -> probability, over the bundle's classes (GET /v1/models),
 
 
 class ErrorBody(BaseModel):
-    code: ErrorCode = Field(description="machine-readable reason (README \"Errors\")")
+    code: ErrorCode = Field(description="machine-readable reason (docs/http-api.md, \"Errors\")")
     message: str = Field(description="for people; never a trace or a server path")
     request_id: str = Field(description="the X-Request-ID of the request, also in every log line")
 

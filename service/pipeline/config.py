@@ -196,7 +196,7 @@ FLAG_NAMES = ("audio_present", "video_present", "face_detected")
 # Containers accepted from uploads: FFmpeg's demuxer name -> the usual file extensions.
 # Joined by commas, the names are also the decoder's `format_whitelist` (nested demuxers inherit
 # it). Video files give audio and faces; the audio-only ones are answered from the voice
-# alone (`modalities.face = "missing"`). README "Accepted files" lists the same table.
+# alone (`modalities.face = "missing"`). docs/http-api.md "Accepted files" lists the same table.
 VIDEO_FORMATS: dict[str, tuple[str, ...]] = {
     "mov,mp4,m4a,3gp,3g2,mj2": ("mp4", "mov", "m4a"),
     "matroska,webm": ("mkv", "webm"),

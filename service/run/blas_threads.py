@@ -2,7 +2,7 @@
 
 Requests (and the CLI's files) run in parallel on worker threads, and pools of idle BLAS
 threads spin-waiting between a clip's small calls (k-means, mel matrices) cost a short clip
-~40 ms of wall time (README "Performance"); docker-compose.yml sets the same for the images.
+~40 ms of wall time (bench/README.md, run G); docker-compose.yml sets the same for the images.
 It also keeps the numbers the same in both: OpenBLAS's threaded sgemm rounds the mel matrix
 product differently on some CPUs (1e-7 on the probabilities), and the CLI promises the
 answers of POST /predict. Must run before anything loads numpy; an explicit setting wins.

