@@ -29,7 +29,7 @@ from trainer.stages.fusion import pairs
 from trainer.stages.publish import make_manifest, publish
 from trainer.stages.selection import feature_selection
 from trainer.stages.served import served_calibration
-from trainer.stages.voice import voice_encoder
+from trainer.stages.voice import require_voice_encoder, voice_encoder
 
 IMAGE_FEATURE_DIM = {"face_resnet": 256, "resnet50": 2048}
 
@@ -59,6 +59,8 @@ def build(opts: BuildOptions) -> Path:
     staging.mkdir(parents=True)
     ctx = BuildContext(opts, pipeline_config(opts), list(LABEL_SETS[opts.label_set]), FeatureCache(opts.cache_dir),
                        staging, time.perf_counter())
+    if ctx.cfg.voice_encoder:
+        require_voice_encoder(ctx.cfg)
     try:
         return _stages(ctx)
     except TrainingPaused as paused:
@@ -70,13 +72,15 @@ def _stages(ctx: BuildContext) -> Path:
         return EncoderSessions({e.path.stem: open_session(e.path, e.path.stem) for e in exports})
 
     corpora = run_stage(ctx, "data", prepare_data)
-    voice = run_stage(ctx, "voice_encoder", voice_encoder)
     audio = run_stage(ctx, "audio_features", audio_features, corpora)
     audio_enc = run_stage(ctx, "audio_encoder", audio_encoder, audio)
     backbone = run_stage(ctx, "face_backbone", face_backbone, corpora)
     detector = run_stage(ctx, "face_detector", face_detector)
     faces = run_stage(ctx, "face_features", face_features, corpora, backbone,
                       lambda frame_enc: sessions(audio_enc.export, backbone.export, frame_enc))
+    # The served encoder (only the layers the voice pools): the cached features hold every layer,
+    # so a build choosing other layers re-runs from here without touching the face stages.
+    voice = run_stage(ctx, "voice_encoder", voice_encoder)
     encoders = sessions(audio_enc.export, backbone.export, faces.frame_encoder, detector.export,
                         *([voice.export] if voice.export else []))
     fused = run_stage(ctx, "pairs", pairs, corpora, audio, faces, encoders)

@@ -221,19 +221,6 @@ def predict_command(args: argparse.Namespace) -> int:
     fmt = _format_of(args.out, args.format)
     started = time.monotonic()
     predictor = Predictor(args.model_dir, threads=args.threads or default_threads(args.workers))
-    writer, fh, done = open_output(args.out, fmt, predictor.classes, args.timeline, args.resume, args.force)
-    ok, failures, skipped, interrupted = 0, Counter(), 0, False
-
-    def todo() -> Iterator[str]:
-        nonlocal skipped
-        for path in walk(args.paths, extensions):
-            key = _key(path)
-            if key in done:
-                skipped += 1
-                continue
-            done.add(key)  # a file reached twice (overlapping arguments) is done once
-            yield path
-
     adaptation = None
     if args.adapt_voice:
         # A pass over every input's audio (the answered ones too, so a resumed run adapts as the
@@ -246,6 +233,19 @@ def predict_command(args: argparse.Namespace) -> int:
         except AdaptationError as exc:
             raise UsageError(f"--adapt-voice: {exc}") from None
         print(f"voice adapted to {adaptation.n_clips} recordings with a voice", file=sys.stderr)
+
+    writer, fh, done = open_output(args.out, fmt, predictor.classes, args.timeline, args.resume, args.force)
+    ok, failures, skipped, interrupted = 0, Counter(), 0, False
+
+    def todo() -> Iterator[str]:
+        nonlocal skipped
+        for path in walk(args.paths, extensions):
+            key = _key(path)
+            if key in done:
+                skipped += 1
+                continue
+            done.add(key)  # a file reached twice (overlapping arguments) is done once
+            yield path
 
     # First pass only counts (for the bar); the second is the work. Neither keeps the list.
     total = sum(1 for p in walk(args.paths, extensions) if _key(p) not in done)

@@ -1,7 +1,7 @@
 """`trainer build` as named stages, each a function with typed inputs and outputs:
 
-    data -> voice_encoder -> audio_features -> audio_encoder -> face_backbone -> face_detector -> face_features -> pairs
-         -> audio_head -> audio_domain -> face_head -> feature_selection -> classifiers -> evaluation -> served_calibration -> publish
+    data -> audio_features -> audio_encoder -> face_backbone -> face_detector -> face_features -> voice_encoder
+         -> pairs -> audio_head -> audio_domain -> face_head -> feature_selection -> classifiers -> evaluation -> served_calibration -> publish
 
 `run_stage` logs each stage with its duration and keeps its output in the build cache
 (`<cache>/builds/<bundle name>/<stage>/`: arrays in npz, ONNX files, small values in
@@ -29,7 +29,7 @@ from trainer.recipe import BuildOptions, Recipe
 
 log = logging.getLogger("trainer")
 SPLITS = ("train", "val", "test")
-STAGES = ("data", "voice_encoder", "audio_features", "audio_encoder", "face_backbone", "face_detector", "face_features", "pairs",
+STAGES = ("data", "audio_features", "audio_encoder", "face_backbone", "face_detector", "face_features", "voice_encoder", "pairs",
           "audio_head", "audio_domain", "face_head", "feature_selection", "classifiers", "evaluation", "served_calibration",
           "cross_corpus", "publish")
 ALWAYS_RUN = {"data", "audio_features", "evaluation", "publish"}

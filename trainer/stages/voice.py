@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from service.pipeline.config import PipelineConfig
 from trainer.export import ExportResult
 from trainer.stages import BuildContext, log, stage_output
 from trainer.voice import whisper
@@ -17,17 +18,23 @@ class VoiceEncoder:
     export: ExportResult | None      # None: the build's voice has no speech encoder
 
 
-def voice_encoder(ctx: BuildContext) -> VoiceEncoder:
-    cfg = ctx.cfg
-    if not cfg.voice_encoder:
-        return VoiceEncoder(None)
+def require_voice_encoder(cfg: PipelineConfig) -> whisper.EncoderWeights:
+    """The weights of `cfg`'s speech encoder, or a SystemExit that says what to install (checked
+    when a build starts, before any stage)."""
     if cfg.voice_encoder != whisper.NAME:
         raise SystemExit(f"trainer build: unknown --voice-encoder {cfg.voice_encoder!r} "
                          f"(known: {whisper.NAME}, none)")
     try:
-        weights = whisper.EncoderWeights.read()
+        return whisper.EncoderWeights.read()
     except whisper.WhisperUnavailable as exc:
         raise SystemExit(f"trainer build: {exc}") from None
+
+
+def voice_encoder(ctx: BuildContext) -> VoiceEncoder:
+    cfg = ctx.cfg
+    if not cfg.voice_encoder:
+        return VoiceEncoder(None)
+    weights = require_voice_encoder(cfg)
     export = whisper.export_encoder(weights, cfg.voice_layer_list, ctx.staging / "voice_encoder.onnx")
     log.info("voice encoder: layers %s, %.1f MB, max |ONNX - numpy| %.1e", cfg.voice_layers,
              export.size_bytes / 1e6, export.max_abs_diff)
