@@ -106,10 +106,40 @@ class JsonlWriter:
         self.out.flush()
 
 
+def columns(classes: list[str], timeline: bool) -> list[str]:
+    """The flat columns of one file's answer, the CSV's and the Ray batch's Parquet alike
+    (docs/batch.md gives their types): path, status, error, label, one probability column
+    per class (fused, then audio-only and face-only when the answer has them), modalities,
+    duration, summary frame times; the timeline as JSON in one column with --timeline."""
+    cols = ["path", "status", "error_code", "error_message", "label"]
+    cols += [f"p_{c}" for c in classes] + [f"p_audio_{c}" for c in classes] + [f"p_face_{c}" for c in classes]
+    cols += ["audio", "face", "duration_s", "summary_frames_s"]
+    return cols + (["timeline"] if timeline else [])
+
+
+def flat_record(record: dict[str, Any], classes: list[str], timeline: bool) -> dict[str, Any]:
+    """`record` (an `Outcome.record()`) as `columns(classes, timeline)`: typed values, None
+    where the answer has none (an error, a modality that is absent)."""
+    error = record.get("error") or {}
+    by_modality = record.get("probabilities_by_modality") or {}
+    mods = record.get("modalities") or {}
+    row: dict[str, Any] = {"path": record["path"], "status": record["status"], "error_code": error.get("code"),
+                           "error_message": error.get("message"), "label": record.get("label")}
+    for prefix, probs in (("p_", record.get("probabilities")), ("p_audio_", by_modality.get("audio")),
+                          ("p_face_", by_modality.get("face"))):
+        for c in classes:
+            row[prefix + c] = probs[c] if probs and c in probs else None
+    row.update(audio=mods.get("audio"), face=mods.get("face"), duration_s=record.get("duration_s"),
+               summary_frames_s=[f["t"] for f in record.get("summary_frames") or []] if "error" not in record
+               else None)
+    if timeline:
+        row["timeline"] = json.dumps(record["timeline"]) if record.get("timeline") is not None else None
+    return row
+
+
 class CsvWriter:
-    """One row per file: path, status, error, label, one probability column per class (fused,
-    then audio-only and face-only when the answer has them), modalities, duration, summary
-    frame times; the timeline as JSON in one column with --timeline."""
+    """One row per file, the columns of `columns()`: an empty cell for a missing value, the
+    summary frame times space-separated."""
 
     def __init__(self, out: TextIO, classes: list[str], timeline: bool, header: bool = True):
         self.out, self.classes, self.timeline = out, classes, timeline
@@ -120,10 +150,7 @@ class CsvWriter:
 
     @staticmethod
     def header(classes: list[str], timeline: bool) -> list[str]:
-        cols = ["path", "status", "error_code", "error_message", "label"]
-        cols += [f"p_{c}" for c in classes] + [f"p_audio_{c}" for c in classes] + [f"p_face_{c}" for c in classes]
-        cols += ["audio", "face", "duration_s", "summary_frames_s"]
-        return cols + (["timeline"] if timeline else [])
+        return columns(classes, timeline)
 
     @classmethod
     def done_paths(cls, path: Path, classes: list[str], timeline: bool) -> Iterator[str]:
@@ -138,21 +165,14 @@ class CsvWriter:
                     yield row[0]
 
     def write(self, record: dict[str, Any]) -> None:
-        error = record.get("error") or {}
-        by_modality = record.get("probabilities_by_modality") or {}
+        def cell(value: Any) -> Any:
+            if value is None:
+                return ""
+            if isinstance(value, list):
+                return " ".join(str(v) for v in value)
+            return repr(value) if isinstance(value, float) else value
 
-        def probs(p: dict[str, float] | None) -> list[Any]:
-            return [repr(p[c]) if p and c in p else "" for c in self.classes]
-
-        mods = record.get("modalities") or {}
-        row = [record["path"], record["status"], error.get("code", ""), error.get("message", ""),
-               record.get("label", "")]
-        row += probs(record.get("probabilities")) + probs(by_modality.get("audio")) + probs(by_modality.get("face"))
-        row += [mods.get("audio", ""), mods.get("face", ""), record.get("duration_s", ""),
-                " ".join(str(f["t"]) for f in record.get("summary_frames") or [])]
-        if self.timeline:
-            row.append(json.dumps(record["timeline"]) if "timeline" in record else "")
-        self.writer.writerow(row)
+        self.writer.writerow([cell(v) for v in flat_record(record, self.classes, self.timeline).values()])
         self.out.flush()
 
 
@@ -284,7 +304,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", help="bundle directory (default EMOTION_MODEL_DIR, else the shipped bundle)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=predict_command)
+    add_batch_parser(sub)
     return parser
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    try:
+        from service.cluster.batch import batch_command as run
+    except ImportError as exc:  # ray, pyarrow, fsspec: the optional extra
+        raise UsageError(f"emotion-av batch needs the cluster extra (pip install 'emotion-av[cluster]'): {exc}") from None
+    return run(args)
+
+
+def add_batch_parser(sub) -> None:
+    """`emotion-av batch`: the same answers on a Ray cluster, into Parquet (docs/batch.md)."""
+    p = sub.add_parser("batch", help="score an archive on a Ray cluster into Parquet (the cluster extra)",
+                       description="Score files, folders, globs and URIs (s3://, gs://, ...) on a Ray cluster: "
+                                   "one row per input in the Parquet dataset OUT, with the answers and error codes "
+                                   "of POST /predict. docs/batch.md tells the columns.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders, glob patterns, fsspec URIs")
+    p.add_argument("--out", "-o", required=True, help="the Parquet dataset (a directory of part files; a URI too)")
+    p.add_argument("--address", help="Ray cluster: auto, ray://HOST:10001, HOST:6379 (default: RAY_ADDRESS, "
+                                     "else a local cluster)")
+    p.add_argument("--actors", type=int, default=1, help="actors scoring at once, one bundle each (default 1)")
+    p.add_argument("--num-cpus", type=float, default=1, help="CPUs per actor (default 1; ONNX Runtime threads)")
+    p.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor (default 0; the gpu extra's ORT)")
+    p.add_argument("--batch-size", type=int, default=4, help="inputs per actor call (default 4)")
+    p.add_argument("--timeline", action="store_true", help="a timeline column (JSON) for every input")
+    p.add_argument("--segment-s", type=float, help="timeline segment length (default EMOTION_SEGMENT_S)")
+    p.add_argument("--resume", action="store_true", help="skip the inputs already in OUT")
+    p.add_argument("--force", action="store_true", help="remove OUT's part files first")
+    p.add_argument("--ext", default=",".join(DEFAULT_EXTENSIONS),
+                   help="extensions looked for in folders (default: %(default)s)")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="fsspec option for URIs, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable)")
+    p.add_argument("--model-dir", help="bundle directory on every node (default EMOTION_MODEL_DIR, else the shipped "
+                                       "bundle)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=batch_command)
 
 
 def main(argv: list[str] | None = None) -> int:
