@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from service.cluster.inputs import expand
+from service.cluster.inputs import expand, is_uri
 from service.cluster.scoring import Scorer, schema
 from service.run.blas_threads import BLAS_THREAD_VARIABLES
 from service.run.cli import DEFAULT_EXTENSIONS, UsageError, _key, _summary
@@ -123,6 +123,67 @@ def classes_of(model_dir: str | None) -> list[str]:
     return list(Manifest.read(settings.model_dir if model_dir is None else model_dir)[0].classes)
 
 
+class _Sink:
+    """Counts the rows by status and writes them as part files: every `part_rows` rows or
+    `part_seconds` seconds, so a stop loses little and the parts stay few."""
+
+    def __init__(self, dest: ParquetDir, expected: pa.Schema, summary: BatchSummary, part_rows: int,
+                 part_seconds: float):
+        self.dest, self.expected, self.summary = dest, expected, summary
+        self.part_rows, self.part_seconds = part_rows, part_seconds
+        self.pending: list[pa.Table] = []
+        self.rows, self.last = 0, time.monotonic()
+
+    def add(self, table: pa.Table) -> None:
+        table = table.select(self.expected.names).cast(self.expected)
+        for status, code in zip(table.column("status").to_pylist(), table.column("error_code").to_pylist()):
+            if status == 200:
+                self.summary.ok += 1
+            else:
+                self.summary.failures[code] += 1
+        self.pending.append(table)
+        self.rows += table.num_rows
+        if self.rows >= self.part_rows or time.monotonic() - self.last >= self.part_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.summary.parts.append(self.dest.write(pa.concat_tables(self.pending)))
+        self.pending, self.rows, self.last = [], 0, time.monotonic()
+
+
+def _scored(paths: list[str], scorer_kwargs: dict[str, Any], actors: int, num_cpus: float, num_gpus: float,
+            batch_size: int):
+    """The lazy Ray Data pipeline for one window of inputs: their rows, in completion order."""
+    import warnings
+
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    # blocks of about batch_size inputs, at least one per actor: every actor gets work
+    blocks = min(len(paths), max(actors, -(-len(paths) // batch_size)), 10_000)
+    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
+    with warnings.catch_warnings():
+        # max_task_retries has no named parameter in Ray 2.60 (pinned) but is honoured
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        return ds.map_batches(
+            Scorer, fn_constructor_kwargs=scorer_kwargs, batch_size=batch_size, batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=actors), num_cpus=num_cpus, num_gpus=num_gpus or None,
+            runtime_env={"env_vars": actor_env()},
+            # A batch whose actor died (OOM, a kill, a lost node) is retried on the restarted
+            # actor, a few times: a file that kills every actor reading it then fails the run
+            # instead of looping for ever (docs/batch.md).
+            max_task_retries=3)
+
+
+def _check_local(inputs: Iterable[str]) -> None:
+    """A missing local input is a usage error before any cluster starts (as `predict`)."""
+    missing = [p for p in inputs if not is_uri(p) and not any(c in p for c in "*?[")
+               and not os.path.exists(p.removeprefix("file://"))]
+    if missing:
+        raise UsageError(f"not found: {', '.join(missing)}")
+
+
 def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors: int = 1, num_cpus: float = 1,
               num_gpus: float = 0, timeline: bool = False, segment_s: float | None = None, resume: bool = False,
               force: bool = False, model_dir: str | None = None, batch_size: int = 4,
@@ -131,22 +192,22 @@ def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors
               progress: bool = True) -> BatchSummary:
     """Score `inputs` into the Parquet dataset `out` and return the summary. Connects to
     the Ray cluster at `address` ("auto", "ray://host:10001"; None: the one this process is
-    connected to, else RAY_ADDRESS, else a local one) unless already connected."""
+    connected to, else RAY_ADDRESS, else a new local one) unless already connected."""
     import ray
 
     if resume and force:
         raise UsageError("--resume and --force exclude each other")
-    classes = classes_of(model_dir)
-    expected = schema(classes, timeline)
+    _check_local(inputs)
+    expected = schema(classes_of(model_dir), timeline)
     dest = ParquetDir(out, storage_options)
     done: set[bytes] = set()
     if dest.parts():
+        if not (resume or force):
+            raise UsageError(f"{out} holds results: --resume to go on from it, --force to overwrite it")
         if resume:
             done = dest.done_keys(expected)
-        elif force:
-            dest.clear()
         else:
-            raise UsageError(f"{out} holds results: --resume to go on from it, --force to overwrite it")
+            dest.clear()
     summary = BatchSummary(out=out)
 
     def todo() -> Iterator[str]:
@@ -158,56 +219,25 @@ def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors
             done.add(key)  # an input reached twice (overlapping arguments) is done once
             yield path
 
-    started_ray = False
-    if not ray.is_initialized():
+    started_ray = not ray.is_initialized()
+    if started_ray:
         ray.init(address=address, runtime_env={"env_vars": actor_env()}, log_to_driver=progress)
-        started_ray = True
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
 
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = progress
+    DataContext.get_current().enable_progress_bars = progress
+    scorer_kwargs = {"model_dir": model_dir, "threads": max(1, int(num_cpus)), "timeline": timeline,
+                     "segment_s": segment_s, "storage_options": storage_options}
+    sink = _Sink(dest, expected, summary, part_rows, part_seconds)
     started = time.monotonic()
-    pending: list[pa.Table] = []
-    pending_rows, last_write = 0, time.monotonic()
-
-    def flush() -> None:
-        nonlocal pending, pending_rows, last_write
-        if pending_rows:
-            summary.parts.append(dest.write(pa.concat_tables(pending)))
-        pending, pending_rows, last_write = [], 0, time.monotonic()
-
-    threads = max(1, int(num_cpus))
     try:
         for paths in _windows(todo(), window):
-            ds = ray.data.from_items([{"path": p} for p in paths],
-                                     override_num_blocks=max(1, min(len(paths) // batch_size, 10_000)))
-            scored = ds.map_batches(
-                Scorer, fn_constructor_kwargs={"model_dir": model_dir, "threads": threads, "timeline": timeline,
-                                               "segment_s": segment_s, "storage_options": storage_options},
-                batch_size=batch_size, batch_format="pyarrow", compute=ActorPoolStrategy(size=actors),
-                num_cpus=num_cpus, num_gpus=num_gpus or None,
-                runtime_env={"env_vars": actor_env()},
-                # A batch whose actor died (OOM, a kill, a node lost) is retried on a fresh
-                # actor, a few times: a file that kills every actor that reads it then fails
-                # the run rather than looping for ever (docs/batch.md).
-                max_restarts=-1, max_task_retries=3)
-            for table in scored.iter_batches(batch_format="pyarrow", batch_size=None):
-                table = table.select(expected.names).cast(expected)
-                statuses = table.column("status").to_pylist()
-                codes = table.column("error_code").to_pylist()
-                for status, code in zip(statuses, codes):
-                    if status == 200:
-                        summary.ok += 1
-                    else:
-                        summary.failures[code] += 1
-                pending.append(table)
-                pending_rows += table.num_rows
-                if pending_rows >= part_rows or time.monotonic() - last_write >= part_seconds:
-                    flush()
+            for table in _scored(paths, scorer_kwargs, actors, num_cpus, num_gpus, batch_size).iter_batches(
+                    batch_format="pyarrow", batch_size=None):
+                sink.add(table)
     except KeyboardInterrupt:
         summary.interrupted = True  # batches in flight are dropped: --resume redoes them
     finally:
-        flush()
+        sink.flush()
         summary.seconds = time.monotonic() - started
         if started_ray:
             ray.shutdown()
