@@ -1,0 +1,167 @@
+"""Files per second of `emotion-av predict --workers 2` and of the Ray batch with 1 and 2
+actors on the same 200+ real files, Ray's overhead at equal parallelism, and the peak RSS
+of each actor. docs/batch.md holds the table.
+
+The files: the six CREMA-D clips (video + voice), repeated under new names (hard links) to
+half the set, and distinct RAVDESS recordings (voice) for the other half. The CLI runs first,
+in a fresh process (its wall time includes the bundle load); then this process starts a local
+Ray cluster (2 CPUs, its start timed apart) and calls `run_batch` (each run's wall time
+includes the actors' start and bundle loads), as on a cluster that is already up. The peak
+RSS of an actor is its VmHWM, sampled every 0.2 s from /proc while the run lasts (the actors
+are this process's descendants, titled MapWorker(MapBatches(Scorer)) by Ray).
+
+    .venv/bin/python bench/ray_batch.py                   # 206 files
+    .venv/bin/python bench/ray_batch.py --files 400
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+
+
+def make_folder(root: Path, data: Path, n: int) -> Path:
+    folder = root / "archive"
+    folder.mkdir()
+    cremad = sorted((data / "cremad_av").glob("*.flv"))
+    ravdess = sorted((data / "ravdess").glob("Actor_*/*.flac"))
+    half = n // 2
+    for i in range(half):
+        src = cremad[i % len(cremad)]
+        os.link(src, folder / f"c{i:04d}-{src.name}") if src.stat().st_dev == folder.stat().st_dev \
+            else (folder / f"c{i:04d}-{src.name}").write_bytes(src.read_bytes())
+    for i in range(n - half):
+        src = ravdess[i % len(ravdess)]
+        (folder / f"r{i:04d}-{src.name}").symlink_to(src)
+    return folder
+
+
+def descendants_titled(title: bytes) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if title not in (entry / "cmdline").read_bytes():
+                continue
+            pid = int(entry.name)
+            while pid > 1:
+                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                if pid == os.getpid():
+                    pids.append(int(entry.name))
+                    break
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+class HwmSampler(threading.Thread):
+    """Max VmHWM (MB) per actor process while running."""
+
+    TITLE = b"MapWorker(MapBatches(Scorer))"
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peaks: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.before = set(descendants_titled(self.TITLE))  # a previous run's actors, still exiting
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for pid in set(descendants_titled(self.TITLE)) - self.before:
+                try:
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
+                except OSError:
+                    pass
+            self.stop.wait(0.2)
+
+
+def run_cli(folder: Path, out: Path, workers: int) -> dict:
+    cmd = [sys.executable, "-m", "service.run.cli", "predict", str(folder), "--out", str(out), "--quiet",
+           "--workers", str(workers)]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert os.waitstatus_to_exitcode(status) in (0, 1), proc.stderr.read()[-2000:]
+    return {"run": f"emotion-av predict --workers {workers}", "files": len(lines),
+            "ok": sum(r["status"] == 200 for r in lines), "wall_s": wall, "peak_rss_mb": [usage.ru_maxrss / 1024]}
+
+
+def run_ray(folder: Path, out: Path, actors: int) -> dict:
+    import pyarrow.parquet as pq
+
+    from service.cluster.batch import run_batch
+
+    sampler = HwmSampler()
+    sampler.start()
+    start = time.monotonic()
+    summary = run_batch([str(folder)], str(out), actors=actors, num_cpus=1, progress=False)
+    wall = time.monotonic() - start
+    sampler.stop.set()
+    sampler.join()
+    paths = pq.read_table(out, columns=["path"]).column("path").to_pylist()
+    assert len(paths) == len(set(paths)) == summary.done, "every input exactly once"
+    return {"run": f"ray batch, {actors} actor{'s' * (actors > 1)}", "files": summary.done, "ok": summary.ok,
+            "wall_s": wall, "peak_rss_mb": sorted(sampler.peaks.values())}
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=206)
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "ray_batch.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    results, loads = [], {"before": load()}
+    with tempfile.TemporaryDirectory(prefix="ray-batch-") as tmp:
+        root = Path(tmp)
+        folder = make_folder(root, Path(args.data), args.files)
+        results.append(run_cli(folder, root / "cli.jsonl", 2))
+        loads["after_cli"] = load()
+        print(results[-1], file=sys.stderr, flush=True)
+        import ray
+
+        start = time.monotonic()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        cluster_start = time.monotonic() - start
+        try:
+            for actors in (1, 2):
+                results.append(run_ray(folder, root / f"ray{actors}.parquet", actors))
+                loads[f"after_ray{actors}"] = load()
+                print(results[-1], file=sys.stderr, flush=True)
+        finally:
+            ray.shutdown()
+    cli = results[0]["wall_s"]
+    report = {"files": args.files, "cluster_start_s": cluster_start, "load": loads, "results": results,
+              "overhead_2_actors_vs_cli": results[2]["wall_s"] / cli - 1}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"{args.files} files ({args.files // 2} CREMA-D clips repeated, {args.files - args.files // 2} RAVDESS); "
+          f"local Ray cluster start {cluster_start:.1f} s (not in the rows); load {loads}")
+    print("| run | files | answered | wall s | files/s | vs CLI | peak RSS per process (MB) |\n|---|---|---|---|---|---|---|")
+    for r in results:
+        rss = ", ".join(f"{m:.0f}" for m in r["peak_rss_mb"])
+        print(f"| {r['run']} | {r['files']} | {r['ok']} | {r['wall_s']:.1f} | {r['files'] / r['wall_s']:.2f} | "
+              f"{r['wall_s'] / cli - 1:+.0%} | {rss} |")
+
+
+if __name__ == "__main__":
+    main()
