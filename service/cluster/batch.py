@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from service.cluster.inputs import expand, is_uri
 from service.cluster.scoring import Scorer, schema
 from service.run.blas_threads import BLAS_THREAD_VARIABLES
-from service.run.cli import DEFAULT_EXTENSIONS, UsageError, _key, _summary
+from service.run.records import DEFAULT_EXTENSIONS, UsageError, path_key, summary_text
 
 # Inputs handed to one Ray Data execution: the driver never holds more paths than this, and
 # each window re-creates the actor pool (one bundle load per actor, seconds, per 100k files).
@@ -52,7 +52,7 @@ class BatchSummary:
         return self.ok + sum(self.failures.values())
 
     def text(self) -> str:
-        return _summary(self.ok, self.failures, self.skipped, self.seconds, self.interrupted, self.out)
+        return summary_text(self.ok, self.failures, self.skipped, self.seconds, self.interrupted, self.out)
 
 
 class ParquetDir:
@@ -80,7 +80,7 @@ class ParquetDir:
                 if not pf.schema_arrow.equals(expected):
                     raise UsageError(f"{part} has other columns than this run writes (another model, or "
                                      f"--timeline differs); not resuming")
-                keys.update(_key(p) for p in pf.read(columns=["path"]).column("path").to_pylist())
+                keys.update(path_key(p) for p in pf.read(columns=["path"]).column("path").to_pylist())
         return keys
 
     def clear(self) -> None:
@@ -212,7 +212,7 @@ def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors
 
     def todo() -> Iterator[str]:
         for path in expand(inputs, extensions, storage_options):
-            key = _key(path)
+            key = path_key(path)
             if key in done:
                 summary.skipped += 1
                 continue

@@ -8,7 +8,7 @@ import glob
 import os
 from typing import Any, Iterable, Iterator
 
-from service.run.cli import UsageError, walk
+from service.run.records import UsageError, walk
 
 _GLOB = ("*", "?", "[")
 

@@ -10,11 +10,11 @@ import pyarrow as pa
 
 from service.api import Outcome, Predictor, error_of
 from service.cluster.inputs import is_uri
-from service.run.cli import columns, flat_record
+from service.run.records import columns, flat_record
 
 
 def schema(classes: list[str], timeline: bool) -> pa.Schema:
-    """The Parquet columns (`service.run.cli.columns`), typed (docs/batch.md)."""
+    """The Parquet columns (`service.run.records.columns`), typed (docs/batch.md)."""
     types = {"path": pa.string(), "status": pa.int16(), "error_code": pa.string(), "error_message": pa.string(),
              "label": pa.string(), "audio": pa.string(), "face": pa.string(), "duration_s": pa.float64(),
              "summary_frames_s": pa.list_(pa.float64()), "timeline": pa.string()}
