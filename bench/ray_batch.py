@@ -8,7 +8,11 @@ in a fresh process (its wall time includes the bundle load); then this process s
 Ray cluster (2 CPUs, its start timed apart) and calls `run_batch` (each run's wall time
 includes the actors' start and bundle loads), as on a cluster that is already up. The peak
 RSS of an actor is its VmHWM, sampled every 0.2 s from /proc while the run lasts (the actors
-are this process's descendants, titled MapWorker(MapBatches(Scorer)) by Ray).
+are this process's descendants, titled MapWorker(MapBatches(Scorer)) by Ray). On a shared
+machine the wall times follow the other loads' share of the CPUs, so the CPU seconds are
+counted too: the CLI process's (wait4), and for Ray every process of the cluster (actors,
+raylet, GCS, idle workers) plus this driver's, during the run: Ray's overhead in CPU, whatever
+the load.
 
     .venv/bin/python bench/ray_batch.py                   # 206 files
     .venv/bin/python bench/ray_batch.py --files 400
@@ -45,7 +49,17 @@ def make_folder(root: Path, data: Path, n: int) -> Path:
     return folder
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def descendants_titled(title: bytes) -> list[int]:
+    """This process's descendants whose command line holds `title` (b"": all of them)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -64,8 +78,9 @@ def descendants_titled(title: bytes) -> list[int]:
     return pids
 
 
-class HwmSampler(threading.Thread):
-    """Max VmHWM (MB) per actor process while running."""
+class Sampler(threading.Thread):
+    """While a run lasts: the max VmHWM (MB) of each actor, and the CPU seconds that every
+    process of the cluster (actors, raylet, GCS, Ray's other workers) spends, from /proc."""
 
     TITLE = b"MapWorker(MapBatches(Scorer))"
 
@@ -74,17 +89,36 @@ class HwmSampler(threading.Thread):
         self.peaks: dict[int, float] = {}
         self.stop = threading.Event()
         self.before = set(descendants_titled(self.TITLE))  # a previous run's actors, still exiting
+        self.cpu_start = {pid: self._cpu(pid) for pid in descendants_titled(b"")}
+        self.cpu_last: dict[int, float] = dict(self.cpu_start)
+
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        try:
+            return cpu_s(pid)
+        except OSError:
+            return 0.0
+
+    def sample(self) -> None:
+        for pid in descendants_titled(b""):
+            self.cpu_last[pid] = max(self.cpu_last.get(pid, 0.0), self._cpu(pid))
+        for pid in set(descendants_titled(self.TITLE)) - self.before:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
+            except OSError:
+                pass
 
     def run(self) -> None:
         while not self.stop.is_set():
-            for pid in set(descendants_titled(self.TITLE)) - self.before:
-                try:
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmHWM:"):
-                            self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
-                except OSError:
-                    pass
+            self.sample()
             self.stop.wait(0.2)
+
+    def cluster_cpu_s(self) -> float:
+        """CPU seconds of the cluster's processes during the run (an actor that exited
+        between two samples loses its last 0.2 s: a small undercount)."""
+        return sum(last - self.cpu_start.get(pid, 0.0) for pid, last in self.cpu_last.items())
 
 
 def run_cli(folder: Path, out: Path, workers: int) -> dict:
@@ -97,7 +131,8 @@ def run_cli(folder: Path, out: Path, workers: int) -> dict:
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert os.waitstatus_to_exitcode(status) in (0, 1), proc.stderr.read()[-2000:]
     return {"run": f"emotion-av predict --workers {workers}", "files": len(lines),
-            "ok": sum(r["status"] == 200 for r in lines), "wall_s": wall, "peak_rss_mb": [usage.ru_maxrss / 1024]}
+            "ok": sum(r["status"] == 200 for r in lines), "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": [usage.ru_maxrss / 1024]}
 
 
 def run_ray(folder: Path, out: Path, actors: int) -> dict:
@@ -105,17 +140,24 @@ def run_ray(folder: Path, out: Path, actors: int) -> dict:
 
     from service.cluster.batch import run_batch
 
-    sampler = HwmSampler()
+    import resource
+
+    sampler = Sampler()
     sampler.start()
+    own = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
     summary = run_batch([str(folder)], str(out), actors=actors, num_cpus=1, progress=False)
     wall = time.monotonic() - start
     sampler.stop.set()
     sampler.join()
+    sampler.sample()
+    now = resource.getrusage(resource.RUSAGE_SELF)
+    driver_cpu = (now.ru_utime - own.ru_utime) + (now.ru_stime - own.ru_stime)
     paths = pq.read_table(out, columns=["path"]).column("path").to_pylist()
     assert len(paths) == len(set(paths)) == summary.done, "every input exactly once"
     return {"run": f"ray batch, {actors} actor{'s' * (actors > 1)}", "files": summary.done, "ok": summary.ok,
-            "wall_s": wall, "peak_rss_mb": sorted(sampler.peaks.values())}
+            "wall_s": wall, "cpu_s": sampler.cluster_cpu_s() + driver_cpu,
+            "peak_rss_mb": sorted(sampler.peaks.values())}
 
 
 def load() -> str:
@@ -150,17 +192,21 @@ def main() -> None:
         finally:
             ray.shutdown()
     cli = results[0]["wall_s"]
+    cli_cpu = results[0]["cpu_s"]
     report = {"files": args.files, "cluster_start_s": cluster_start, "load": loads, "results": results,
-              "overhead_2_actors_vs_cli": results[2]["wall_s"] / cli - 1}
+              "overhead_wall_2_actors_vs_cli": results[2]["wall_s"] / cli - 1,
+              "overhead_cpu_2_actors_vs_cli": results[2]["cpu_s"] / cli_cpu - 1}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"{args.files} files ({args.files // 2} CREMA-D clips repeated, {args.files - args.files // 2} RAVDESS); "
           f"local Ray cluster start {cluster_start:.1f} s (not in the rows); load {loads}")
-    print("| run | files | answered | wall s | files/s | vs CLI | peak RSS per process (MB) |\n|---|---|---|---|---|---|---|")
+    print("| run | files | answered | wall s | files/s | wall vs CLI | CPU s | CPU s per file | CPU vs CLI | "
+          "peak RSS per process (MB) |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         rss = ", ".join(f"{m:.0f}" for m in r["peak_rss_mb"])
         print(f"| {r['run']} | {r['files']} | {r['ok']} | {r['wall_s']:.1f} | {r['files'] / r['wall_s']:.2f} | "
-              f"{r['wall_s'] / cli - 1:+.0%} | {rss} |")
+              f"{r['wall_s'] / cli - 1:+.0%} | {r['cpu_s']:.0f} | {r['cpu_s'] / r['files']:.3f} | "
+              f"{r['cpu_s'] / cli_cpu - 1:+.0%} | {rss} |")
 
 
 if __name__ == "__main__":

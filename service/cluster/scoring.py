@@ -37,7 +37,7 @@ class Scorer:
         self.storage_options = storage_options or {}
 
     def answer(self, path: str) -> Outcome:
-        timeline = True if self.timeline else None  # as the CLI: None = the service's default
+        timeline = bool(self.timeline)  # without the column, none is computed (long clips included)
         try:
             if is_uri(path):
                 import fsspec
