@@ -114,6 +114,7 @@ class Sampler(threading.Thread):
         while not self.stop.is_set():
             self.sample()
             self.stop.wait(0.2)
+        self.own_cpu_s = time.thread_time()  # this thread's reading of /proc: not the driver's work
 
     def cluster_cpu_s(self) -> float:
         """CPU seconds of the cluster's processes during the run (an actor that exited
@@ -152,7 +153,7 @@ def run_ray(folder: Path, out: Path, actors: int) -> dict:
     sampler.join()
     sampler.sample()
     now = resource.getrusage(resource.RUSAGE_SELF)
-    driver_cpu = (now.ru_utime - own.ru_utime) + (now.ru_stime - own.ru_stime)
+    driver_cpu = (now.ru_utime - own.ru_utime) + (now.ru_stime - own.ru_stime) - sampler.own_cpu_s
     paths = pq.read_table(out, columns=["path"]).column("path").to_pylist()
     assert len(paths) == len(set(paths)) == summary.done, "every input exactly once"
     return {"run": f"ray batch, {actors} actor{'s' * (actors > 1)}", "files": summary.done, "ok": summary.ok,
