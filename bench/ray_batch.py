@@ -116,6 +116,10 @@ class Sampler(threading.Thread):
             self.stop.wait(0.2)
         self.own_cpu_s = time.thread_time()  # this thread's reading of /proc: not the driver's work
 
+    def actors_cpu_s(self) -> float:
+        """The part of it spent in the actors (their start and bundle load included)."""
+        return sum(self.cpu_last[pid] - self.cpu_start.get(pid, 0.0) for pid in self.peaks if pid in self.cpu_last)
+
     def cluster_cpu_s(self) -> float:
         """CPU seconds of the cluster's processes during the run (an actor that exited
         between two samples loses its last 0.2 s: a small undercount)."""
@@ -157,7 +161,8 @@ def run_ray(folder: Path, out: Path, actors: int) -> dict:
     paths = pq.read_table(out, columns=["path"]).column("path").to_pylist()
     assert len(paths) == len(set(paths)) == summary.done, "every input exactly once"
     return {"run": f"ray batch, {actors} actor{'s' * (actors > 1)}", "files": summary.done, "ok": summary.ok,
-            "wall_s": wall, "cpu_s": sampler.cluster_cpu_s() + driver_cpu,
+            "wall_s": wall, "cpu_s": sampler.cluster_cpu_s() + driver_cpu, "actors_cpu_s": sampler.actors_cpu_s(),
+            "driver_cpu_s": driver_cpu,
             "peak_rss_mb": sorted(sampler.peaks.values())}
 
 
@@ -201,12 +206,13 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"{args.files} files ({args.files // 2} CREMA-D clips repeated, {args.files - args.files // 2} RAVDESS); "
           f"local Ray cluster start {cluster_start:.1f} s (not in the rows); load {loads}")
-    print("| run | files | answered | wall s | files/s | wall vs CLI | CPU s | CPU s per file | CPU vs CLI | "
-          "peak RSS per process (MB) |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | files | answered | wall s | files/s | wall vs CLI | CPU s (actors; driver) | CPU s per file | "
+          "CPU vs CLI | peak RSS per process (MB) |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         rss = ", ".join(f"{m:.0f}" for m in r["peak_rss_mb"])
+        split = f" ({r['actors_cpu_s']:.1f}; {r['driver_cpu_s']:.1f})" if "actors_cpu_s" in r else ""
         print(f"| {r['run']} | {r['files']} | {r['ok']} | {r['wall_s']:.1f} | {r['files'] / r['wall_s']:.2f} | "
-              f"{r['wall_s'] / cli - 1:+.0%} | {r['cpu_s']:.0f} | {r['cpu_s'] / r['files']:.3f} | "
+              f"{r['wall_s'] / cli - 1:+.0%} | {r['cpu_s']:.1f}{split} | {r['cpu_s'] / r['files']:.3f} | "
               f"{r['cpu_s'] / cli_cpu - 1:+.0%} | {rss} |")
 
 
