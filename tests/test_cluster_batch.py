@@ -39,6 +39,10 @@ def ray_cluster():
     # which the batch forwards to its actors (service/cluster/batch.py actor_env)
     saved = dict(os.environ)
     os.environ.update(HOSTILE_LIMITS)
+    # tests/faultinject in every process of the cluster: opening a file named *poison* crashes
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT / "tests" / "faultinject"),
+                                                           os.environ.get("PYTHONPATH")) if p)
+    os.environ["EMOTION_FAULT_DECODER_CRASH"] = "poison"
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}})
     try:
@@ -255,3 +259,16 @@ def test_s3_in_and_out_through_a_real_endpoint(ray_cluster, server, tmp_path):
     finally:
         moto.terminate()
         moto.wait(timeout=20)
+
+
+def test_a_file_that_crashes_the_decoder_gets_its_row(ray_cluster, tmp_path):
+    """A file on which FFmpeg crashes (injected: SIGSEGV when a *poison* file is opened) costs
+    the actor's decoder worker, not the actor: decoder_failed (500), as POST /predict answers."""
+    clip = corpus_dir("cremad_av") / "1001_DFA_HAP_XX.flv"
+    poison = tmp_path / "poison.flv"
+    shutil.copyfile(clip, poison)
+    summary = batch([clip, poison], tmp_path / "out.parquet")
+    rows = {Path(r["path"]).name: r for r in read_rows(tmp_path / "out.parquet")}
+    assert (rows["poison.flv"]["status"], rows["poison.flv"]["error_code"]) == (500, "decoder_failed")
+    assert rows[clip.name]["status"] == 200
+    assert summary.ok == 1 and summary.failures == {"decoder_failed": 1}

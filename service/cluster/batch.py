@@ -171,8 +171,8 @@ def _scored(paths: list[str], scorer_kwargs: dict[str, Any], actors: int, num_cp
             compute=ActorPoolStrategy(size=actors), num_cpus=num_cpus, num_gpus=num_gpus or None,
             runtime_env={"env_vars": actor_env()},
             # A batch whose actor died (OOM, a kill, a lost node) is retried on the restarted
-            # actor, a few times: a file that kills every actor reading it then fails the run
-            # instead of looping for ever (docs/batch.md).
+            # actor, a few times: something that kills every actor (with --in-process-decode, a
+            # file that crashes FFmpeg) then fails the run instead of looping for ever.
             max_task_retries=3)
 
 
@@ -189,7 +189,7 @@ def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors
               force: bool = False, model_dir: str | None = None, batch_size: int = 4,
               extensions: Iterable[str] = DEFAULT_EXTENSIONS, storage_options: dict[str, Any] | None = None,
               part_rows: int = 5000, part_seconds: float = 30.0, window: int = WINDOW,
-              progress: bool = True) -> BatchSummary:
+              isolate_decoders: bool = True, progress: bool = True) -> BatchSummary:
     """Score `inputs` into the Parquet dataset `out` and return the summary. Connects to
     the Ray cluster at `address` ("auto", "ray://host:10001"; None: the one this process is
     connected to, else RAY_ADDRESS, else a new local one) unless already connected."""
@@ -226,7 +226,7 @@ def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors
 
     DataContext.get_current().enable_progress_bars = progress
     scorer_kwargs = {"model_dir": model_dir, "threads": max(1, int(num_cpus)), "timeline": timeline,
-                     "segment_s": segment_s, "storage_options": storage_options}
+                     "segment_s": segment_s, "storage_options": storage_options, "isolate": isolate_decoders}
     sink = _Sink(dest, expected, summary, part_rows, part_seconds)
     started = time.monotonic()
     try:
@@ -253,7 +253,7 @@ def batch_command(args) -> int:
                         num_gpus=args.num_gpus, timeline=args.timeline, segment_s=args.segment_s,
                         resume=args.resume, force=args.force, model_dir=args.model_dir, batch_size=args.batch_size,
                         extensions=[e for e in args.ext.split(",") if e.strip()], storage_options=storage_options,
-                        progress=not args.quiet)
+                        isolate_decoders=not args.in_process_decode, progress=not args.quiet)
     print(summary.text(), file=sys.stderr)
     if summary.interrupted:
         return 130

@@ -30,8 +30,10 @@ class Scorer:
     """The callable class of `Dataset.map_batches`: Ray constructs it once per actor."""
 
     def __init__(self, model_dir: str | None, threads: int, timeline: bool, segment_s: float | None,
-                 storage_options: dict[str, Any] | None):
-        self.predictor = Predictor(model_dir, threads=threads)
+                 storage_options: dict[str, Any] | None, isolate: bool = True):
+        # isolate: decode in a worker process, as the HTTP service does: a file that crashes
+        # FFmpeg gets decoder_failed and the actor goes on (in-process, it would kill the actor)
+        self.predictor = Predictor(model_dir, threads=threads, decoders=1 if isolate else 0)
         self.classes = self.predictor.classes
         self.timeline, self.segment_s = timeline, segment_s
         self.storage_options = storage_options or {}
@@ -49,6 +51,9 @@ class Scorer:
             return Outcome(path, result)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a row
             return Outcome(path, error=error_of(exc))
+
+    def __del__(self) -> None:
+        self.predictor.close()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         records = [self.answer(p).record() for p in batch.column("path").to_pylist()]

@@ -257,6 +257,9 @@ def add_batch_parser(sub) -> None:
                    help="fsspec option for URIs, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable)")
     p.add_argument("--model-dir", help="bundle directory on every node (default EMOTION_MODEL_DIR, else the shipped "
                                        "bundle)")
+    p.add_argument("--in-process-decode", action="store_true",
+                   help="decode in the actor itself, not in a decoder worker process as the service does: less CPU, "
+                        "but a file that crashes FFmpeg kills the actor (retried 3 times, then the run fails)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=batch_command)
 
