@@ -6,7 +6,9 @@ The files: the six CREMA-D clips (video + voice), repeated under new names (hard
 half the set, and distinct RAVDESS recordings (voice) for the other half. The CLI runs first,
 in a fresh process (its wall time includes the bundle load); then this process starts a local
 Ray cluster (2 CPUs, its start timed apart) and calls `run_batch` (each run's wall time
-includes the actors' start and bundle loads), as on a cluster that is already up. The peak
+includes the actors' start and bundle loads), as on a cluster that is already up: 1 and 2
+actors decoding in a decoder worker each (the default, as the service), then 2 actors with
+--in-process-decode (as the CLI decodes). The peak
 RSS of an actor is its VmHWM, sampled every 0.2 s from /proc while the run lasts (the actors
 are this process's descendants, titled MapWorker(MapBatches(Scorer)) by Ray). On a shared
 machine the wall times follow the other loads' share of the CPUs, so the CPU seconds are
@@ -89,6 +91,8 @@ class Sampler(threading.Thread):
         self.peaks: dict[int, float] = {}
         self.stop = threading.Event()
         self.before = set(descendants_titled(self.TITLE))  # a previous run's actors, still exiting
+        self.before_decoders = set(descendants_titled(b"service.pipeline.decode_worker"))
+        self.decoder_peaks: dict[int, float] = {}
         self.cpu_start = {pid: self._cpu(pid) for pid in descendants_titled(b"")}
         self.cpu_last: dict[int, float] = dict(self.cpu_start)
 
@@ -99,16 +103,22 @@ class Sampler(threading.Thread):
         except OSError:
             return 0.0
 
+    @staticmethod
+    def _hwm(pid: int, peaks: dict[int, float]) -> None:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[pid] = max(peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+
     def sample(self) -> None:
         for pid in descendants_titled(b""):
             self.cpu_last[pid] = max(self.cpu_last.get(pid, 0.0), self._cpu(pid))
         for pid in set(descendants_titled(self.TITLE)) - self.before:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peaks[pid] = max(self.peaks.get(pid, 0.0), int(line.split()[1]) / 1024)
-            except OSError:
-                pass
+            self._hwm(pid, self.peaks)
+        for pid in set(descendants_titled(b"service.pipeline.decode_worker")) - self.before_decoders:
+            self._hwm(pid, self.decoder_peaks)  # each actor's decoder worker (not with --in-process-decode)
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -140,7 +150,7 @@ def run_cli(folder: Path, out: Path, workers: int) -> dict:
             "peak_rss_mb": [usage.ru_maxrss / 1024]}
 
 
-def run_ray(folder: Path, out: Path, actors: int) -> dict:
+def run_ray(folder: Path, out: Path, actors: int, isolate: bool = True) -> dict:
     import pyarrow.parquet as pq
 
     from service.cluster.batch import run_batch
@@ -151,7 +161,7 @@ def run_ray(folder: Path, out: Path, actors: int) -> dict:
     sampler.start()
     own = resource.getrusage(resource.RUSAGE_SELF)
     start = time.monotonic()
-    summary = run_batch([str(folder)], str(out), actors=actors, num_cpus=1, progress=False)
+    summary = run_batch([str(folder)], str(out), actors=actors, num_cpus=1, isolate_decoders=isolate, progress=False)
     wall = time.monotonic() - start
     sampler.stop.set()
     sampler.join()
@@ -160,10 +170,11 @@ def run_ray(folder: Path, out: Path, actors: int) -> dict:
     driver_cpu = (now.ru_utime - own.ru_utime) + (now.ru_stime - own.ru_stime) - sampler.own_cpu_s
     paths = pq.read_table(out, columns=["path"]).column("path").to_pylist()
     assert len(paths) == len(set(paths)) == summary.done, "every input exactly once"
-    return {"run": f"ray batch, {actors} actor{'s' * (actors > 1)}", "files": summary.done, "ok": summary.ok,
+    how = "" if isolate else ", --in-process-decode"
+    return {"run": f"ray batch, {actors} actor{'s' * (actors > 1)}{how}", "files": summary.done, "ok": summary.ok,
             "wall_s": wall, "cpu_s": sampler.cluster_cpu_s() + driver_cpu, "actors_cpu_s": sampler.actors_cpu_s(),
             "driver_cpu_s": driver_cpu,
-            "peak_rss_mb": sorted(sampler.peaks.values())}
+            "peak_rss_mb": sorted(sampler.peaks.values()), "decoder_peak_rss_mb": sorted(sampler.decoder_peaks.values())}
 
 
 def load() -> str:
@@ -191,9 +202,10 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         cluster_start = time.monotonic() - start
         try:
-            for actors in (1, 2):
-                results.append(run_ray(folder, root / f"ray{actors}.parquet", actors))
-                loads[f"after_ray{actors}"] = load()
+            for actors, isolate in ((1, True), (2, True), (2, False)):
+                name = f"ray{actors}{'' if isolate else '-in-process'}"
+                results.append(run_ray(folder, root / f"{name}.parquet", actors, isolate))
+                loads[f"after_{name}"] = load()
                 print(results[-1], file=sys.stderr, flush=True)
         finally:
             ray.shutdown()
@@ -207,9 +219,11 @@ def main() -> None:
     print(f"{args.files} files ({args.files // 2} CREMA-D clips repeated, {args.files - args.files // 2} RAVDESS); "
           f"local Ray cluster start {cluster_start:.1f} s (not in the rows); load {loads}")
     print("| run | files | answered | wall s | files/s | wall vs CLI | CPU s (actors; driver) | CPU s per file | "
-          "CPU vs CLI | peak RSS per process (MB) |\n|---|---|---|---|---|---|---|---|---|---|")
+          "CPU vs CLI | peak RSS per actor (MB) |\n|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         rss = ", ".join(f"{m:.0f}" for m in r["peak_rss_mb"])
+        if r.get("decoder_peak_rss_mb"):
+            rss += "; decoder workers " + ", ".join(f"{m:.0f}" for m in r["decoder_peak_rss_mb"])
         split = f" ({r['actors_cpu_s']:.1f}; {r['driver_cpu_s']:.1f})" if "actors_cpu_s" in r else ""
         print(f"| {r['run']} | {r['files']} | {r['ok']} | {r['wall_s']:.1f} | {r['files'] / r['wall_s']:.2f} | "
               f"{r['wall_s'] / cli - 1:+.0%} | {r['cpu_s']:.1f}{split} | {r['cpu_s'] / r['files']:.3f} | "

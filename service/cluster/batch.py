@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
@@ -119,8 +120,11 @@ def classes_of(model_dir: str | None) -> list[str]:
     from service.model.manifest import Manifest
     from service.settings import Settings
 
-    settings = Settings()
-    return list(Manifest.read(settings.model_dir if model_dir is None else model_dir)[0].classes)
+    bundle = Settings().model_dir if model_dir is None else Path(model_dir)
+    try:  # the columns are the bundle's classes: read here, before any actor starts
+        return list(Manifest.read(bundle)[0].classes)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"no readable model bundle at {bundle}: {exc}") from None
 
 
 class _Sink:
