@@ -120,7 +120,10 @@ def classes_of(model_dir: str | None) -> list[str]:
     from service.model.manifest import Manifest
     from service.settings import Settings
 
-    bundle = Settings().model_dir if model_dir is None else Path(model_dir)
+    try:  # EMOTION_* as the actors will read them (a ValueError when one is invalid)
+        bundle = Settings().model_dir if model_dir is None else Path(model_dir)
+    except ValueError as exc:
+        raise UsageError(f"invalid setting: {exc}") from None
     try:  # the columns are the bundle's classes: read here, before any actor starts
         return list(Manifest.read(bundle)[0].classes)
     except (OSError, ValueError) as exc:
@@ -225,7 +228,10 @@ def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        ray.init(address=address, runtime_env={"env_vars": actor_env()}, log_to_driver=progress)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": actor_env()}, log_to_driver=progress)
+        except ConnectionError as exc:
+            raise UsageError(f"no Ray cluster at {address}: {exc}") from None
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = progress
