@@ -2,7 +2,7 @@
 # Install everything the project needs: system packages (ffmpeg; python3 + venv where they
 # are missing) from Debian/Ubuntu, then .venv with the Python package and the given extras.
 #   scripts/install.sh                 # the service on CPU
-#   scripts/install.sh cpu,train,dev   # + trainer and tests (what CI runs; dev adds Debian's chromium)
+#   scripts/install.sh cpu,train,dev,cluster   # + trainer, tests, Ray (what CI runs; dev adds Debian's chromium)
 #   scripts/install.sh gpu             # the service with onnxruntime-gpu
 # The same script is what CI and the Docker images run; the images split it in two steps:
 #   scripts/install.sh --system                    # only the system packages (runtime stage)

@@ -80,16 +80,29 @@ class Predictor:
     one on several threads at once)."""
 
     def __init__(self, model_dir: str | Path | None = None, *, settings: Settings | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, decoders: int = 0):
         """`model_dir`: a bundle directory (default: `EMOTION_MODEL_DIR`, else the shipped one).
         `threads`: ONNX Runtime intra-op threads per session (default: `EMOTION_ORT_THREADS`,
-        else every CPU)."""
+        else every CPU). `decoders`: decode in that many pre-started worker processes, as the
+        service does (a decoder that crashes or hangs on a file costs a worker, and the file
+        gets `decoder_failed` / `decode_timeout`, not this process); 0: in the calling thread.
+        `close()` stops them."""
         settings = settings or Settings()
         if model_dir is not None:
             settings = settings.model_copy(update={"model_dir": Path(model_dir)})
         self.settings = settings
         threads = threads or settings.ort_threads or None
         self.bundle: Bundle = load_bundle(settings.model_dir, settings.providers, threads, roles=SERVING_ROLES)
+        self.decoders = None
+        if decoders > 0:
+            from service.pipeline.decoder_pool import DecoderPool
+
+            self.decoders = DecoderPool(decoders, settings.decode_threads).start()
+
+    def close(self) -> None:
+        """Stop the decoder workers, if any (safe to call again)."""
+        if self.decoders is not None:
+            self.decoders.close()
 
     @property
     def classes(self) -> list[str]:
@@ -150,7 +163,8 @@ class Predictor:
         s = self.settings
         return predict_file(self.bundle, self._checked(path), s.media_limits(), timeline=timeline,
                             timeline_after_s=s.timeline_after_s, segment_s=segment_s or s.segment_s,
-                            budget=budget or Budget(s.request_timeout_s), voice_adaptation=voice_adaptation)
+                            budget=budget or Budget(s.request_timeout_s), decoder=self.decoders,
+                            voice_adaptation=voice_adaptation)
 
     # -- many files -------------------------------------------------------------------------
     def predict_many(self, paths: Iterable[str | os.PathLike], *, workers: int = 1,

@@ -23,6 +23,7 @@ KINDS = {
     "test_service": "integration", "test_service_ops": "integration", "test_hostile": "integration",
     "test_contract": "integration", "test_startup": "integration",
     "test_deployment": "deployment",
+    "test_cluster_batch": "integration", "test_cluster_serve": "integration", "test_kuberay": "deployment",
 }
 _KIND_MARKS = ("unit", "integration", "deployment")
 # Slow beyond the files and tests marked so in place: node ids starting with these (each

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -26,38 +25,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
 
 from service.run.blas_threads import one_blas_thread
-
-# The containers POST /predict takes (design §5): video, and voice recordings.
-VIDEO_EXTENSIONS = ("mp4", "mov", "mkv", "webm", "avi", "flv")
-AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "m4a")
-DEFAULT_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
-
-
-class UsageError(Exception):
-    pass
-
-
-# -- finding the files -------------------------------------------------------------------------
-def _key(path: str) -> bytes:
-    """8 bytes per file for the set of those done: memory stays small for millions of files."""
-    return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-
-
-def walk(paths: Iterable[str], extensions: Iterable[str]) -> Iterator[str]:
-    """Absolute paths: each file given, and the files under each folder given whose extension
-    is in `extensions`, in sorted order, lazily (no list of the whole tree is kept)."""
-    exts = {"." + e.lower().lstrip(".") for e in extensions}
-    for given in paths:
-        path = os.path.abspath(given)
-        if not os.path.isdir(path):
-            yield path
-            continue
-        for root, dirs, files in os.walk(path, onerror=None, followlinks=False):
-            dirs.sort()
-            for name in sorted(files):
-                if os.path.splitext(name)[1].lower() in exts:
-                    yield os.path.join(root, name)
-
+from service.run.records import (  # noqa: F401  (AUDIO_/VIDEO_EXTENSIONS, walk: part of this module's API)
+    AUDIO_EXTENSIONS, DEFAULT_EXTENSIONS, VIDEO_EXTENSIONS, UsageError, columns, flat_record, path_key as _key,
+    summary_text as _summary, walk)
 
 # -- writing the results -----------------------------------------------------------------------
 def _repair_tail(path: Path) -> None:
@@ -107,9 +77,8 @@ class JsonlWriter:
 
 
 class CsvWriter:
-    """One row per file: path, status, error, label, one probability column per class (fused,
-    then audio-only and face-only when the answer has them), modalities, duration, summary
-    frame times; the timeline as JSON in one column with --timeline."""
+    """One row per file, the columns of `columns()`: an empty cell for a missing value, the
+    summary frame times space-separated."""
 
     def __init__(self, out: TextIO, classes: list[str], timeline: bool, header: bool = True):
         self.out, self.classes, self.timeline = out, classes, timeline
@@ -120,10 +89,7 @@ class CsvWriter:
 
     @staticmethod
     def header(classes: list[str], timeline: bool) -> list[str]:
-        cols = ["path", "status", "error_code", "error_message", "label"]
-        cols += [f"p_{c}" for c in classes] + [f"p_audio_{c}" for c in classes] + [f"p_face_{c}" for c in classes]
-        cols += ["audio", "face", "duration_s", "summary_frames_s"]
-        return cols + (["timeline"] if timeline else [])
+        return columns(classes, timeline)
 
     @classmethod
     def done_paths(cls, path: Path, classes: list[str], timeline: bool) -> Iterator[str]:
@@ -138,21 +104,14 @@ class CsvWriter:
                     yield row[0]
 
     def write(self, record: dict[str, Any]) -> None:
-        error = record.get("error") or {}
-        by_modality = record.get("probabilities_by_modality") or {}
+        def cell(value: Any) -> Any:
+            if value is None:
+                return ""
+            if isinstance(value, list):
+                return " ".join(str(v) for v in value)
+            return repr(value) if isinstance(value, float) else value
 
-        def probs(p: dict[str, float] | None) -> list[Any]:
-            return [repr(p[c]) if p and c in p else "" for c in self.classes]
-
-        mods = record.get("modalities") or {}
-        row = [record["path"], record["status"], error.get("code", ""), error.get("message", ""),
-               record.get("label", "")]
-        row += probs(record.get("probabilities")) + probs(by_modality.get("audio")) + probs(by_modality.get("face"))
-        row += [mods.get("audio", ""), mods.get("face", ""), record.get("duration_s", ""),
-                " ".join(str(f["t"]) for f in record.get("summary_frames") or [])]
-        if self.timeline:
-            row.append(json.dumps(record["timeline"]) if "timeline" in record else "")
-        self.writer.writerow(row)
+        self.writer.writerow([cell(v) for v in flat_record(record, self.classes, self.timeline).values()])
         self.out.flush()
 
 
@@ -183,28 +142,6 @@ def _format_of(out: str | None, given: str | None) -> str:
     if out and out.lower().endswith(".csv"):
         return "csv"
     return "jsonl"
-
-
-def _peak_rss_mb() -> float:
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return 0.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _summary(ok: int, failures: Counter, skipped: int, seconds: float, interrupted: bool, out: str | None) -> str:
-    done = ok + sum(failures.values())
-    rate = f", {done / seconds:.2f} files/s" if seconds > 0 and done else ""
-    rate += f", peak RSS {_peak_rss_mb():.0f} MB" if _peak_rss_mb() else ""
-    lines = [f"{'interrupted: ' if interrupted else ''}{done} files in {seconds:.1f} s{rate}: "
-             f"{ok} answered, {sum(failures.values())} failed"
-             + (f", {skipped} skipped (already in {out})" if skipped else "")]
-    for code, n in failures.most_common():
-        lines.append(f"  {code}: {n}")
-    if interrupted and out:
-        lines.append(f"  {out} holds every finished file; --resume goes on from it")
-    return "\n".join(lines)
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -301,7 +238,47 @@ def build_parser() -> argparse.ArgumentParser:
                         "says so under 'adaptation'")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=predict_command)
+    add_batch_parser(sub)
     return parser
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    try:
+        from service.cluster.batch import batch_command as run
+    except ImportError as exc:  # ray, pyarrow, fsspec: the optional extra
+        raise UsageError(f"emotion-av batch needs the cluster extra (pip install 'emotion-av[cluster]'): {exc}") from None
+    return run(args)
+
+
+def add_batch_parser(sub) -> None:
+    """`emotion-av batch`: the same answers on a Ray cluster, into Parquet (docs/batch.md)."""
+    p = sub.add_parser("batch", help="score an archive on a Ray cluster into Parquet (the cluster extra)",
+                       description="Score files, folders, globs and URIs (s3://, gs://, ...) on a Ray cluster: "
+                                   "one row per input in the Parquet dataset OUT, with the answers and error codes "
+                                   "of POST /predict. docs/batch.md tells the columns.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders, glob patterns, fsspec URIs")
+    p.add_argument("--out", "-o", required=True, help="the Parquet dataset (a directory of part files; a URI too)")
+    p.add_argument("--address", help="Ray cluster: auto, ray://HOST:10001, HOST:6379 (default: RAY_ADDRESS, "
+                                     "else a local cluster)")
+    p.add_argument("--actors", type=int, default=1, help="actors scoring at once, one bundle each (default 1)")
+    p.add_argument("--num-cpus", type=float, default=1, help="CPUs per actor (default 1; ONNX Runtime threads)")
+    p.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor (default 0; the gpu extra's ORT)")
+    p.add_argument("--batch-size", type=int, default=4, help="inputs per actor call (default 4)")
+    p.add_argument("--timeline", action="store_true", help="a timeline column (JSON) for every input")
+    p.add_argument("--segment-s", type=float, help="timeline segment length (default EMOTION_SEGMENT_S)")
+    p.add_argument("--resume", action="store_true", help="skip the inputs already in OUT")
+    p.add_argument("--force", action="store_true", help="remove OUT's part files first")
+    p.add_argument("--ext", default=",".join(DEFAULT_EXTENSIONS),
+                   help="extensions looked for in folders (default: %(default)s)")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="fsspec option for URIs, e.g. endpoint_url=http://127.0.0.1:9000 (repeatable)")
+    p.add_argument("--model-dir", help="bundle directory on every node (default EMOTION_MODEL_DIR, else the shipped "
+                                       "bundle)")
+    p.add_argument("--in-process-decode", action="store_true",
+                   help="decode in the actor itself, not in a decoder worker process as the service does: less CPU, "
+                        "but a file that crashes FFmpeg kills the actor (retried 3 times, then the run fails)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=batch_command)
 
 
 def main(argv: list[str] | None = None) -> int:

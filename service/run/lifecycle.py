@@ -122,6 +122,13 @@ class ModelState:
 
         threading.Thread(target=run, name="bundle-loader", daemon=True).start()
 
+    def load_now(self) -> None:
+        """Load, verify and warm the bundle and start the decoders in this thread, before any
+        request: a Ray Serve replica (service/cluster/serve.py) takes traffic only once ready."""
+        self.decoders = start_decoders(self.settings)
+        self.bundle = load_and_warm(self.settings)
+        self._done.set()
+
     def close(self) -> None:
         """Stop the decoder workers (at shutdown). Returns None."""
         if self.decoders is not None:

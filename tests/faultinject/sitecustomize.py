@@ -60,3 +60,21 @@ if _slow or _hang:
         return _SlowContainer(container) if _slow and os.path.exists(_slow) else container
 
     av.open = _faulty_open
+
+# A file that crashes the decoder (as an FFmpeg bug would on a crafted file): with
+# EMOTION_FAULT_DECODER_CRASH=<text>, opening a path whose name holds <text> kills the
+# process that opens it with SIGSEGV (tests/test_cluster_batch.py: a decoder worker, not the actor).
+_crash = os.environ.get("EMOTION_FAULT_DECODER_CRASH")
+if _crash:
+    import signal
+
+    import av
+
+    _open_before_crash = av.open
+
+    def _crashing_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and _crash in os.path.basename(os.fspath(file)):
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return _open_before_crash(file, *args, **kwargs)
+
+    av.open = _crashing_open
