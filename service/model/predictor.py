@@ -62,18 +62,26 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
     `decoder`: where the file is decoded (the service's worker pool; in this thread by default)."""
     timer = timer or StageTimer()
     budget = budget or Budget()
-    cfg = bundle.config
 
     def timeline_segment(info: MediaInfo) -> float | None:
         wanted = timeline if timeline is not None else info.duration_s > timeline_after_s
         return segment_s if wanted else None
 
-    clip = decode_clip(path, cfg, limits, timer, budget, segment_s=timeline_segment, detector=bundle.face_detector,
-                       decoder=decoder)
-    want_timeline = timeline_segment(clip.info) is not None
+    clip = decode_clip(path, bundle.config, limits, timer, budget, segment_s=timeline_segment,
+                       detector=bundle.face_detector, decoder=decoder)
     budget.check()
-    images = ImageFeatures(clip.faces, cfg, bundle)
-    feats = clip_features(clip, cfg, bundle, timer, images)
+    return predict_clip(bundle, clip, timer=timer, segment_s=timeline_segment(clip.info), budget=budget)
+
+
+def predict_clip(bundle: Bundle, clip: DecodedClip, *, timer: StageTimer | None = None,
+                 segment_s: float | None = None, budget: Budget | None = None) -> dict[str, Any]:
+    """The answer for decoded audio and faces (`DecodedClip`): what `predict_file` answers for a
+    file, and what the live stream (service/live) answers for each rolling window of decoded
+    samples and frames. `segment_s`: add a timeline of segments that long (None: no timeline)."""
+    timer = timer or StageTimer()
+    budget = budget or Budget()
+    images = ImageFeatures(clip.faces, bundle.config, bundle)
+    feats = clip_features(clip, bundle.config, bundle, timer, images)
     if not any(_present(feats).values()):
         # A silent video without a face: any answer would be the classifier's prior dressed as a result.
         raise MediaError("no_usable_stream", "neither a voice nor a face was found in the file: there is nothing to "
@@ -95,7 +103,7 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
         "model": {"name": bundle.name, "version": bundle.version},
     }
     result["timeline"] = None  # the same keys as the HTTP body (PredictResponse), from every caller
-    if want_timeline:
+    if segment_s is not None:
         with timer.stage("timeline"):
             result["timeline"] = _timeline(bundle, clip, segment_s, images, budget)
     result["timings_ms"] = timer.rounded()

@@ -127,23 +127,29 @@ def warm_up_faces(cfg: PipelineConfig, detector: BlazeFace | None = None) -> Non
         visual.detect_face(np.full((120, 160), 128, np.uint8), detector, cfg)
 
 
-class _FaceCollector:
+class FaceCollector:
     """Aligned face crops of the sampled frames, each frame run through the detector as it
-    arrives (memory stays bounded: one frame at a time, whatever the clip length)."""
+    arrives (memory stays bounded: one frame at a time, whatever the clip length). A live
+    stream (service/live) detects each frame once as it comes and adds the detections of each
+    rolling window (`add_detection`), on the window's clock."""
 
-    def __init__(self, rate: float, duration_s: float, cfg: PipelineConfig, detector: BlazeFace):
+    def __init__(self, rate: float, duration_s: float, cfg: PipelineConfig, detector: BlazeFace | None):
         self.rate, self.duration_s, self.cfg, self.detector = rate, duration_s, cfg, detector
         self.all_times: list[float] = []
         self.found: list[tuple[float, int, visual.FaceCrop]] = []  # every detection kept (used or flagged)
         self.detect_ms = 0.0
 
     def add(self, frame: np.ndarray) -> None:
-        i = len(self.all_times)
-        t = min(i / self.rate, self.duration_s)  # the fps filter's output frame i is at i / rate
-        self.all_times.append(t)
+        t = min(len(self.all_times) / self.rate, self.duration_s)  # the fps filter's output frame i is at i / rate
         start = time.perf_counter()
         crop = visual.detect_face(frame, self.detector, self.cfg)
         self.detect_ms += (time.perf_counter() - start) * 1000.0
+        self.add_detection(t, crop)
+
+    def add_detection(self, t: float, crop: visual.FaceCrop | None) -> None:
+        """A frame whose face was detected already (None: it showed none)."""
+        i = len(self.all_times)
+        self.all_times.append(t)
         if crop is not None:
             self.found.append((t, i, crop))
 
@@ -207,7 +213,7 @@ def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: Sta
         rate, cap = frame_sampling(info, cfg, segment)
         sampling = media.FrameSampling(rate, cap, cfg.frame_max_side) if info.has_video else None
         acc = audio.AudioAccumulator(cfg) if info.has_audio else None
-        faces = _FaceCollector(rate, info.duration_s, cfg, detector)
+        faces = FaceCollector(rate, info.duration_s, cfg, detector)
         with timer.stage("decode"):
             for kind, data in source.decode(cfg.sample_rate if acc is not None else None, sampling):
                 if kind == "audio":
