@@ -85,9 +85,14 @@ class Session:
                  open_timeout: float = 10.0):
         from websockets.sync.client import connect
 
+        from websockets.exceptions import InvalidHandshake
+
         headers = {"X-API-Key": api_key} if api_key else None
-        self.ws = connect(ws_url(url), additional_headers=headers, open_timeout=open_timeout,
-                          max_size=None, compression=None)
+        try:
+            self.ws = connect(ws_url(url), additional_headers=headers, open_timeout=open_timeout,
+                              max_size=None, compression=None)
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise StreamError(f"cannot open {ws_url(url)}: {exc}") from None
         self.ws.send(json.dumps({"type": "open", "modalities": list(modalities), "window_s": window_s,
                                  "update_interval_s": update_interval_s, "smoothing_s": smoothing_s}))
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
@@ -188,19 +193,25 @@ def stream_file(url: str, path: Path, *, pace: str = "realtime", api_key: str | 
         session.close()
 
 
-def camera_messages(index: int, frame_fps: float, seconds: float | None) -> Iterator[tuple[float, bytes]]:
-    """Frames of an OpenCV camera at `frame_fps` (OpenCV reads no microphone: video only)."""
+def open_camera(index: int):
+    """An OpenCV camera, or StreamError when OpenCV cannot open it."""
     import cv2
 
     cap = cv2.VideoCapture(index)
     if not cap.isOpened():
+        cap.release()
         raise StreamError(f"OpenCV could not open camera {index}")
+    return cap
+
+
+def camera_messages(cap, frame_fps: float, seconds: float | None) -> Iterator[tuple[float, bytes]]:
+    """Frames of an open OpenCV camera at `frame_fps` (OpenCV reads no microphone: video only)."""
     try:
         started = time.monotonic()
         while seconds is None or time.monotonic() - started < seconds:
             ok, frame = cap.read()
             if not ok:
-                raise StreamError(f"camera {index} gave no frame")
+                raise StreamError("the camera gave no frame")
             t = time.monotonic() - started
             yield t, p.media_header(p.VIDEO, round(t * 1000), 1) + jpeg(frame)
             time.sleep(max(0.0, 1.0 / frame_fps - (time.monotonic() - started - t)))

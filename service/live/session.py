@@ -94,7 +94,7 @@ class LiveSession:
         self.next_update_s = self.options.update_interval_s
         self.last_media_at = time.monotonic()
         self.last_update_s = 0.0
-        self.answered: list[np.ndarray] = []     # each window's fused probabilities, for the summary
+        self.answered: list[tuple[float, np.ndarray]] = []  # (length, fused probabilities) of each window
         self._wall_frames: deque[float] = deque()
         self.ema = EMA(self.options.smoothing_s)
 
@@ -219,7 +219,7 @@ class LiveSession:
         fused = answer["probabilities"] if answer else None
         smoothed = self.ema("fused", fused, dt)
         if fused is not None:
-            self.answered.append(np.array(list(fused.values())))
+            self.answered.append((window.end_s - window.start_s, np.array(list(fused.values()))))
         return {
             "type": "update", "seq": window.seq, "final": window.final,
             "window": {"start_s": round(window.start_s, 3), "end_s": round(window.end_s, 3),
@@ -243,11 +243,16 @@ class LiveSession:
         return {reason: self.dropped[reason] for reason in FRAME_DROP_REASONS}
 
     def summary(self) -> dict[str, Any]:
-        """The whole session's answer: the mean of its windows' fused probabilities."""
+        """The whole session's answer: the mean of its full-length windows' fused probabilities
+        (the first windows, shorter while the session fills its first window, see what a later
+        full one sees again); a session shorter than one window has none, and its last window,
+        which covers all of it, is its answer: the one POST /predict gives the same media."""
         classes = self.bundle.classes
-        mean = np.mean(self.answered, axis=0) if self.answered else None
+        full = [p for length, p in self.answered if length >= self.options.window_s - CLOCK_EPS]
+        chosen = full or [p for _, p in self.answered[-1:]]
+        mean = np.mean(chosen, axis=0) if chosen else None
         return {
-            "type": "summary", "updates": self.seq, "answered": len(self.answered),
+            "type": "summary", "updates": self.seq, "answered": len(self.answered), "summarised": len(chosen),
             "media_s": round(self.clock_s, 3),
             "label": classes[int(np.argmax(mean))] if mean is not None else None,
             "probabilities": {c: round(float(v), 5) for c, v in zip(classes, mean)} if mean is not None else None,

@@ -284,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", help="bundle directory (default EMOTION_MODEL_DIR, else the shipped bundle)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=predict_command)
+    from service.run.stream_cli import add_stream_parser
+
+    add_stream_parser(sub)
     return parser
 
 
