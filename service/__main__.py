@@ -60,9 +60,11 @@ def main(argv: list[str] | None = None) -> None:
 def websocket_options(settings: Settings) -> dict:
     """uvicorn's side of /v1/stream: the websockets library, its message limit the stream's own
     (a larger message is refused by the protocol layer with 1009 before it is buffered whole),
-    and no per-message compression (JPEG and PCM do not shrink; inflating would cost CPU)."""
+    no per-message compression (JPEG and PCM do not shrink; inflating would cost CPU), and
+    keepalive pings: a client that answers none (it reads nothing) is dropped."""
     return {"ws": "websockets-sansio", "ws_max_size": settings.stream_max_message_kb * 1024,
-            "ws_per_message_deflate": False}
+            "ws_per_message_deflate": False, "ws_ping_interval": settings.stream_ping_s,
+            "ws_ping_timeout": settings.stream_ping_s}
 
 
 def serve(settings: Settings) -> int:

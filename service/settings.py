@@ -91,6 +91,8 @@ class Settings(BaseSettings):
                                                                  "closed (1008)")
     stream_send_timeout_s: float = Field(10.0, gt=0, description="a live client that reads no update this long is "
                                                                  "dropped")
+    stream_ping_s: float = Field(20.0, gt=0, description="live sessions are pinged this often; a client that does "
+                                                         "not answer within as long is dropped")
     stream_max_fps: float = Field(15.0, gt=0, description="video frames per second a live client may send; more "
                                                           "are dropped (counted)")
     stream_max_pending_frames: int = Field(16, ge=1, description="live frames waiting for face detection; beyond, "

@@ -90,7 +90,7 @@ class Session:
         headers = {"X-API-Key": api_key} if api_key else None
         try:
             self.ws = connect(ws_url(url), additional_headers=headers, open_timeout=open_timeout,
-                              max_size=None, compression=None)
+                              max_size=None, compression=None, legacy=True)
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise StreamError(f"cannot open {ws_url(url)}: {exc}") from None
         self.ws.send(json.dumps({"type": "open", "modalities": list(modalities), "window_s": window_s,
