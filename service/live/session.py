@@ -24,7 +24,7 @@ from service.model.predictor import predict_clip
 from service.pipeline import audio, media, visual
 from service.pipeline.config import MediaLimits
 from service.pipeline.errors import MediaError
-from service.pipeline.extract import DecodedClip, FaceCollector
+from service.pipeline.extract import CropFeatures, DecodedClip, FaceCollector
 
 FRAME_DROP_REASONS = ("rate", "late", "backlog", "bad_time", "undecodable", "too_large")
 CLOCK_EPS = 1e-6       # media times within this are equal (100 ms chunks add up to 0.999...)
@@ -97,6 +97,7 @@ class LiveSession:
         self.answered: list[tuple[float, np.ndarray]] = []  # (length, fused probabilities) of each window
         self._wall_frames: deque[float] = deque()
         self.ema = EMA(self.options.smoothing_s)
+        self.features = CropFeatures()           # image features of the faces still in the window (worker thread)
 
     # --- the event loop's side: filing media ---------------------------------------------
     @property
@@ -177,6 +178,7 @@ class LiveSession:
             self.detections.append((t, visual.detect_face(image, detector, cfg)))
         while self.detections and self.detections[0][0] < window.end_s - self.keep_s:
             self.detections.popleft()
+        self.features.keep([crop for _, crop in self.detections if crop is not None])
 
     def clip(self, window: Window) -> DecodedClip:
         """The window as a decoded clip on its own clock (0 = window start)."""
@@ -200,7 +202,7 @@ class LiveSession:
         self._detect(window)
         clip = self.clip(window)
         try:
-            answer = predict_clip(self.bundle, clip)
+            answer = predict_clip(self.bundle, clip, shared=self.features)
         except MediaError as exc:
             if exc.code != "no_usable_stream":
                 raise

@@ -12,7 +12,7 @@ from service.pipeline.budget import Budget
 from service.pipeline.config import MediaLimits
 from service.pipeline.errors import MediaError
 from service.pipeline.extract import (
-    ClipFeatures, DecodedClip, Decoder, ImageFeatures, clip_features, decode_clip)
+    ClipFeatures, CropFeatures, DecodedClip, Decoder, ImageFeatures, clip_features, decode_clip)
 from service.pipeline.media import MediaInfo
 from service.pipeline.timing import StageTimer
 
@@ -74,13 +74,15 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
 
 
 def predict_clip(bundle: Bundle, clip: DecodedClip, *, timer: StageTimer | None = None,
-                 segment_s: float | None = None, budget: Budget | None = None) -> dict[str, Any]:
+                 segment_s: float | None = None, budget: Budget | None = None,
+                 shared: CropFeatures | None = None) -> dict[str, Any]:
     """The answer for decoded audio and faces (`DecodedClip`): what `predict_file` answers for a
     file, and what the live stream (service/live) answers for each rolling window of decoded
-    samples and frames. `segment_s`: add a timeline of segments that long (None: no timeline)."""
+    samples and frames. `segment_s`: add a timeline of segments that long (None: no timeline);
+    `shared`: image features of faces seen by earlier windows."""
     timer = timer or StageTimer()
     budget = budget or Budget()
-    images = ImageFeatures(clip.faces, bundle.config, bundle)
+    images = ImageFeatures(clip.faces, bundle.config, bundle, shared=shared)
     feats = clip_features(clip, bundle.config, bundle, timer, images)
     if not any(_present(feats).values()):
         # A silent video without a face: any answer would be the classifier's prior dressed as a result.

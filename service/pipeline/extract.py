@@ -275,21 +275,52 @@ def summary_indices(faces: FaceTrack, cfg: PipelineConfig) -> np.ndarray:
     return candidates[chosen]
 
 
+class CropFeatures:
+    """Image features of face crops by the crop object itself, kept across clips: a live stream's
+    rolling windows (service/live) share most of their faces, each computed once. `keep` forgets
+    every crop not given (the ones out of the window)."""
+
+    def __init__(self) -> None:
+        self.features: dict[int, tuple[visual.FaceCrop, np.ndarray]] = {}
+
+    def get(self, crop: visual.FaceCrop) -> np.ndarray | None:
+        hit = self.features.get(id(crop))
+        return hit[1] if hit is not None and hit[0] is crop else None
+
+    def put(self, crop: visual.FaceCrop, feature: np.ndarray) -> None:
+        self.features[id(crop)] = (crop, feature)
+
+    def keep(self, crops: list[visual.FaceCrop]) -> None:
+        kept = {id(c) for c in crops}
+        self.features = {k: v for k, v in self.features.items() if k in kept}
+
+
 class ImageFeatures:
     """ResNet-50 features of a clip's face crops by frame number, each computed once and in
-    batches (the clip and its timeline segments often share summary frames)."""
+    batches (the clip and its timeline segments often share summary frames; `shared` holds
+    features from earlier clips, by crop)."""
 
-    def __init__(self, faces: FaceTrack, cfg: PipelineConfig, encoders: Encoders, batch: int = 32):
+    def __init__(self, faces: FaceTrack, cfg: PipelineConfig, encoders: Encoders, batch: int = 32,
+                 shared: CropFeatures | None = None):
         self.crops = dict(zip(faces.index.tolist(), faces.crops))
-        self.cfg, self.encoders, self.batch = cfg, encoders, batch
+        self.cfg, self.encoders, self.batch, self.shared = cfg, encoders, batch, shared
         self.done: dict[int, np.ndarray] = {}
 
     def __call__(self, frame_numbers: np.ndarray) -> np.ndarray:
         missing = sorted({int(i) for i in frame_numbers} - self.done.keys())
+        if self.shared is not None:
+            for i in missing:
+                hit = self.shared.get(self.crops[i])
+                if hit is not None:
+                    self.done[i] = hit
+            missing = [i for i in missing if i not in self.done]
         for a in range(0, len(missing), self.batch):
             part = missing[a:a + self.batch]
             feats = self.encoders.image_features(visual.resnet_input([self.crops[i] for i in part], self.cfg))
             self.done.update(zip(part, feats))
+            if self.shared is not None:
+                for i, f in zip(part, feats):
+                    self.shared.put(self.crops[i], f)
         return np.stack([self.done[int(i)] for i in frame_numbers])
 
 
