@@ -74,14 +74,17 @@ def run_session(url: str, clips, seconds: float, out: dict) -> None:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     started = time.monotonic()
-    for t, message in looped(clips, seconds):
-        delay = started + t - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        session.send(message)
-        sent_t.append(t)
-        sent_wall.append(time.monotonic())
-    session.end()
+    try:
+        for t, message in looped(clips, seconds):
+            delay = started + t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            session.send(message)
+            sent_t.append(t)
+            sent_wall.append(time.monotonic())
+        session.end()
+    except Exception as exc:  # reported with the results, beside the server's own log lines
+        out["error"] = f"{type(exc).__name__}: {exc}"
     reader.join(timeout=30)
     session.close()
     for u in updates:
@@ -141,6 +144,7 @@ def phase(server: ServiceProcess, clips, sessions: int, seconds: float) -> dict:
                    "last_minute_median": statistics.median(last) if last else None, "max": max(r for _, r in rss)},
         "load_avg": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
         "summaries": [o.get("summary", {}).get("label") for o in outs],
+        "client_errors": [o["error"] for o in outs if "error" in o],
     }
 
 
@@ -165,7 +169,10 @@ def main() -> None:
         clips = [file_messages(path, ready["limits"]["frame_fps"], 360) for path in paths]
         results = [phase(server, clips, 1, args.single_s), phase(server, clips, args.sessions, args.multi_s)]
     finally:
+        errors = [line for line in server.logs().splitlines() if '"level": "error"' in line]
         server.stop()
+    for line in errors:
+        print("server error:", line[:4000])
     print(f"\nmachine: {os.cpu_count()} CPUs, load average during each run in the table\n")
     print("| sessions | media s each | updates (expected) | server median / p95 ms | client median / p95 ms "
           "| compute median ms | server median 1st / 2nd half | skipped at half → end | frames dropped "
@@ -182,6 +189,9 @@ def main() -> None:
               f"| {rs['start']:.0f} / {rs['minute_2_median'] or float('nan'):.0f} / "
               f"{rs['last_minute_median'] or float('nan'):.0f} / {rs['max']:.0f} "
               f"| {ld['min']:.1f} / {ld['median']:.1f} / {ld['max']:.1f} |")
+    for r in results:
+        for error in r["client_errors"]:
+            print(f"{r['sessions']} session(s): a session ended early: {error}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
 
