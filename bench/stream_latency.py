@@ -41,15 +41,20 @@ DATA = Path(os.environ.get("EMOTION_DATA_DIR", REPO.parent / "shared" / "data"))
 
 
 def looped(clips: list[list[tuple[float, bytes]]], seconds: float):
-    """The clips' messages one after another, re-timed, until `seconds` of media."""
+    """The clips' messages one after another, re-timed, until `seconds` of media. The audio runs
+    on without a gap (each clip starts where the last one's audio ended, as a microphone's
+    would); a clip's video that outlasts its audio overlaps the next clip's first frames, which
+    the server drops as denser than frame_fps."""
     offset = 0.0
     while offset < seconds:
         for messages in clips:
+            audio_end = 0.0
             for t, message in messages:
-                kind, _, fmt, _, t_ms = p.HEADER.unpack_from(message)
-                yield offset + t, p.media_header(kind, (offset + t) * 1000 if kind == p.VIDEO else
-                                                 (offset + t - 0.1) * 1000, fmt) + message[p.HEADER.size:]
-            offset += messages[-1][0] + 0.05
+                kind, _, fmt, _, _ = p.HEADER.unpack_from(message)
+                if kind == p.AUDIO:
+                    audio_end = t
+                yield offset + t, p.media_header(kind, (offset + t) * 1000, fmt) + message[p.HEADER.size:]
+            offset += audio_end
             if offset >= seconds:
                 return
 
@@ -101,6 +106,11 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def median(values) -> float:
+    values = list(values)
+    return statistics.median(values) if values else float("nan")
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
@@ -135,10 +145,10 @@ def phase(server: ServiceProcess, clips, sessions: int, seconds: float) -> dict:
     return {
         "sessions": sessions, "media_s": seconds, "updates": len(updates),
         "expected_updates": int(sessions * seconds / 0.5),
-        "server_ms": {"median": statistics.median(server_ms), "p95": pct(server_ms, 0.95)},
-        "client_ms": {"median": statistics.median(client_ms), "p95": pct(client_ms, 0.95)},
-        "server_ms_by_half": {"first": statistics.median(lat_first), "second": statistics.median(lat_second)},
-        "compute_ms_median": statistics.median(u["compute_ms"] for u in updates),
+        "server_ms": {"median": median(server_ms), "p95": pct(server_ms, 0.95)},
+        "client_ms": {"median": median(client_ms), "p95": pct(client_ms, 0.95)},
+        "server_ms_by_half": {"first": median(lat_first), "second": median(lat_second)},
+        "compute_ms_median": median(u["compute_ms"] for u in updates),
         "skipped_at_half_and_end": skipped, "dropped_frames": dropped,
         "rss_mb": {"start": rss[0][1], "minute_2_median": statistics.median(minute) if minute else None,
                    "last_minute_median": statistics.median(last) if last else None, "max": max(r for _, r in rss)},
