@@ -26,7 +26,8 @@ def bundle():
 
 
 def session(bundle, max_fps: float = 1000, max_pending: int = 16, **options) -> LiveSession:
-    return LiveSession(bundle, p.OpenOptions(type="open", **options), SessionLimits(max_fps, max_pending, MediaLimits()))
+    limits = SessionLimits(max_fps, max_pending, MediaLimits())
+    return LiveSession(bundle, p.OpenOptions(type="open", **options), limits)
 
 
 def media(message: bytes) -> p.Media:
