@@ -282,14 +282,19 @@ def test_live_mode_rolling_updates_from_a_fake_camera_and_microphone(live_browse
     finally:
         screenshot(browser, "demo-page-live")
     assert body(browser).get_attribute("data-live") == "on", browser.find_element(By.ID, "live-state").text
-    fused = browser.find_element(By.ID, "live-fused")
-    names = [b.get_attribute("data-class") for b in fused.find_elements(By.CSS_SELECTOR, ".bar")]
-    assert names == classes
-    shown = sum(float(b.get_attribute("data-p")) for b in fused.find_elements(By.CSS_SELECTOR, ".bar"))
-    assert abs(shown - 1.0) < 1e-3, "smoothed probabilities still sum to 1"
-    lines = browser.find_elements(By.CSS_SELECTOR, "#live-chart polyline")
-    assert sorted(line.get_attribute("data-class") for line in lines) == sorted(classes)
+    # read in one script: the page redraws the bars and the chart at every update
+    bars, lines = browser.execute_script("""
+        const bars = [...document.querySelectorAll('#live-fused .bar')].map((b) => [b.dataset.class, +b.dataset.p]);
+        const lines = [...document.querySelectorAll('#live-chart polyline')].map((l) => l.dataset.class);
+        return [bars, lines];""")
+    assert [name for name, _ in bars] == classes
+    assert abs(sum(p for _, p in bars) - 1.0) < 1e-3, "smoothed probabilities still sum to 1"
+    assert sorted(lines) == sorted(classes)
     browser.find_element(By.ID, "live").click()  # stop: the page sends "end", the server closes normally
     WebDriverWait(browser, 15).until(lambda d: body(d).get_attribute("data-live") == "closed")
+    summary = WebDriverWait(browser, 15).until(  # the session's summary, after "end"
+        lambda d: d.find_element(By.ID, "live-state").text if d.find_element(By.ID, "live-state").text.startswith(
+            "session:") else None)
+    assert summary.split()[1] in (*classes, "no")
     WebDriverWait(browser, 15, poll_frequency=0.25).until(
         lambda d: 'emotion_stream_closed_total{code="1000"}' in httpx.get(server.url + "/metrics").text)

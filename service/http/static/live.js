@@ -176,12 +176,14 @@
         setState("on", `live: ${m.options.window_s} s window, an update every ${m.options.update_interval_s} s`);
       } else if (m.type === "update" && live && live.ws === ws) {
         onUpdate(m);
+      } else if (m.type === "summary") {
+        setState("closed", `session: ${m.label || "no answer"} over ${m.media_s.toFixed(1)} s`);
       }
     };
     ws.onclose = (e) => {
-      const why = e.code === 1000 ? "ended" : `closed by the server: ${e.code} ${e.reason}`;
       if (e.code !== 1000 && e.code !== 1005) D.showError(`ws_${e.code}`, e.reason || "the live session was closed");
-      if (live && live.ws === ws) stop(why); else setState("closed", why);
+      if (live && live.ws === ws) stop(`closed by the server: ${e.code} ${e.reason}`);
+      else if (e.code !== 1000) setState("closed", `closed: ${e.code} ${e.reason}`);
     };
   }
 
