@@ -307,3 +307,14 @@ def test_no_memory_left_behind_after_sessions(live_server):
         session()
     wait_idle(live_server)
     assert rss() - before < 30, f"RSS grew {rss() - before:.1f} MB over 6 sessions"
+
+
+def test_cli_usage_errors(tmp_path):
+    """No camera OpenCV can open, no server, no file: exit 2 with the reason, no traceback."""
+    cli = [sys.executable, "-m", "service.run.cli", "stream"]
+    for args, words in ((["--camera", "97"], "could not open camera 97"),
+                        ([str(tmp_path / "none.mp4")], "no such file"),
+                        ([str(corpus_dir("cremad_av") / "1001_DFA_HAP_XX.flv"), "--url", "http://127.0.0.1:9"],
+                         "cannot open ws://127.0.0.1:9/v1/stream")):
+        proc = subprocess.run(cli + args, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
