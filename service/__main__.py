@@ -57,6 +57,16 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(serve(settings))
 
 
+def websocket_options(settings: Settings) -> dict:
+    """uvicorn's side of /v1/stream: the websockets library, its message limit the stream's own
+    (a larger message is refused by the protocol layer with 1009 before it is buffered whole),
+    no per-message compression (JPEG and PCM do not shrink; inflating would cost CPU), and
+    keepalive pings: a client that answers none (it reads nothing) is dropped."""
+    return {"ws": "websockets-sansio", "ws_max_size": settings.stream_max_message_kb * 1024,
+            "ws_per_message_deflate": False, "ws_ping_interval": settings.stream_ping_s,
+            "ws_ping_timeout": settings.stream_ping_s}
+
+
 def serve(settings: Settings) -> int:
     """uvicorn on the app; 1 if the bundle could not be loaded (the server is stopped then)."""
     import uvicorn
@@ -81,7 +91,7 @@ def serve(settings: Settings) -> int:
     # Our middleware writes one structured line per request: uvicorn's access log would repeat it.
     server = ListenFirst(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                                         access_log=False, log_config=None,
-                                        http=JsonErrorH11Protocol))
+                                        http=JsonErrorH11Protocol, **websocket_options(settings)))
 
     def stop(_: str) -> None:
         server.should_exit = True

@@ -81,6 +81,25 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="comma-separated keys accepted for /predict in X-API-Key or Authorization: Bearer (empty: open)")
+    stream_max_sessions: int = Field(4, ge=1, description="live sessions (/v1/stream) open at once; more are "
+                                                           "closed with 1013")
+    stream_workers: int = Field(2, ge=1, description="live updates computed at once (threads shared by all sessions)")
+    stream_max_message_kb: int = Field(512, ge=16, description="largest /v1/stream message (a frame or an audio "
+                                                               "chunk); larger: close 1009")
+    stream_max_session_s: float = Field(1800.0, gt=0, description="longest live session (close 1008)")
+    stream_idle_timeout_s: float = Field(15.0, gt=0, description="a live session without any message this long is "
+                                                                 "closed (1008)")
+    stream_send_timeout_s: float = Field(10.0, gt=0, description="a live client that reads no update this long is "
+                                                                 "dropped")
+    stream_ping_s: float = Field(20.0, gt=0, description="live sessions are pinged this often; a client that does "
+                                                         "not answer within as long is dropped")
+    stream_max_fps: float = Field(15.0, gt=0, description="video frames per second a live client may send; more "
+                                                          "are dropped (counted)")
+    stream_max_pending_frames: int = Field(16, ge=1, description="live frames waiting for face detection; beyond, "
+                                                                 "the oldest are dropped (counted)")
+    stream_min_update_interval_s: float = Field(0.25, gt=0, description="shortest update interval a live client "
+                                                                        "may ask for")
+    stream_max_window_s: float = Field(4.0, gt=0, description="longest rolling window a live client may ask for")
     log_format: Literal["json", "text"] = Field("json", description="json lines or plain text")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
     numba_cache_seed: Path | None = Field(

@@ -21,7 +21,7 @@ DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", REPO_ROOT.parent / "shared" /
 # The kind of each test file's tests (pyproject.toml registers the markers); unit otherwise.
 KINDS = {
     "test_service": "integration", "test_service_ops": "integration", "test_hostile": "integration",
-    "test_contract": "integration", "test_startup": "integration",
+    "test_contract": "integration", "test_startup": "integration", "test_stream": "integration",
     "test_deployment": "deployment",
     "test_cluster_batch": "integration", "test_cluster_serve": "integration", "test_kuberay": "deployment",
 }

@@ -200,3 +200,18 @@ def test_an_mp3_round_trip_is_decoded_as_an_upload_and_cached(tmp_path):
     assert len(files) == 1
     again = codec_frame_features(sample, RICH, cache, "mp3_64k")
     assert np.array_equal(again.features, coded.features) and list((tmp_path / "cache").rglob("*.npz")) == files
+
+
+def test_speech_gate_fits_a_stretch_shorter_than_its_hangover():
+    """A track of a few frames (a live window's first 50 ms, a file with a blip of audio) gets
+    one mask value per frame; longer stretches are unchanged by how it is computed."""
+    from service.pipeline.audio_frames import speech_active
+
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 6, 10, 11, 12, 40):
+        energy = rng.normal(-30, 20, n)
+        active = speech_active(energy, 35.0)
+        assert active.shape == (n,)
+        if n >= 11:
+            same = np.convolve((energy >= energy.max() - 35.0).astype(float), np.ones(11), mode="same") > 0
+            assert (active == same).all()

@@ -226,3 +226,75 @@ def test_webcam_recording(browser, server, classes):
     assert 2.0 <= raw["duration_s"] <= 5.0 and raw["modalities"]["audio"] in (*VOICED, "silent")
     check_bars(browser, "fused", raw["probabilities"], classes)
     screenshot(browser, "demo-page-webcam")
+
+
+# --- live mode (/v1/stream) ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fake_devices(tmp_path_factory) -> tuple[Path, Path]:
+    """A real CREMA-D clip as Chromium's fake camera (y4m) and microphone (wav); Chromium loops both."""
+    import subprocess
+
+    clip = corpus_dir("cremad_av") / "1001_DFA_HAP_XX.flv"
+    out = tmp_path_factory.mktemp("fake-devices")
+    y4m, wav = out / "camera.y4m", out / "microphone.wav"
+    for args in (["-an", "-r", "15", "-pix_fmt", "yuv420p", str(y4m)], ["-vn", "-ac", "1", "-ar", "48000", str(wav)]):
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(clip), *args], check=True,
+                       timeout=60)
+    return y4m, wav
+
+
+@pytest.fixture
+def live_browser(tmp_path, fake_devices):
+    y4m, wav = fake_devices
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--use-file-for-fake-video-capture={y4m}")
+    options.add_argument(f"--use-file-for-fake-audio-capture={wav}")
+    options.add_argument("--autoplay-policy=no-user-gesture-required")
+    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_live_mode_rolling_updates_from_a_fake_camera_and_microphone(live_browser, server, classes):
+    """The live page streams Chromium's fake camera and microphone (a real CREMA-D clip) to
+    /v1/stream: rolling updates come, with a face found and the voice used, drawn as bars."""
+    browser = live_browser
+    open_page(browser, server)
+    browser.find_element(By.ID, "live").click()
+    body = lambda d: d.find_element(By.TAG_NAME, "body")  # noqa: E731
+
+    def seen(d):  # one update with both: the fake microphone loops the clip, pauses included
+        data = body(d)
+        return int(data.get_attribute("data-live-seq") or 0) >= 6 and data.get_attribute("data-live-face") == "true" \
+            and data.get_attribute("data-live-voice") == "true" \
+            and all(d.find_element(By.ID, v).is_displayed() for v in ("live-audio", "live-face"))
+
+    try:
+        WebDriverWait(browser, 60, poll_frequency=0.25).until(seen)
+    finally:
+        screenshot(browser, "demo-page-live")
+    assert body(browser).get_attribute("data-live") == "on", browser.find_element(By.ID, "live-state").text
+    # read in one script: the page redraws the bars and the chart at every update
+    bars, lines = browser.execute_script("""
+        const bars = [...document.querySelectorAll('#live-fused .bar')].map((b) => [b.dataset.class, +b.dataset.p]);
+        const lines = [...document.querySelectorAll('#live-chart polyline')].map((l) => l.dataset.class);
+        return [bars, lines];""")
+    assert [name for name, _ in bars] == classes
+    assert abs(sum(p for _, p in bars) - 1.0) < 1e-3, "smoothed probabilities still sum to 1"
+    assert sorted(lines) == sorted(classes)
+    browser.find_element(By.ID, "live").click()  # stop: the page sends "end", the server closes normally
+    WebDriverWait(browser, 15).until(lambda d: body(d).get_attribute("data-live") == "closed")
+    summary = WebDriverWait(browser, 15).until(  # the session's summary, after "end"
+        lambda d: d.find_element(By.ID, "live-state").text if d.find_element(By.ID, "live-state").text.startswith(
+            "session:") else None)
+    assert summary.split()[1] in (*classes, "no")
+    WebDriverWait(browser, 15, poll_frequency=0.25).until(
+        lambda d: 'emotion_stream_closed_total{code="1000"}' in httpx.get(server.url + "/metrics").text)

@@ -382,6 +382,11 @@ def test_nginx_config_runs_in_front_of_the_service():
             # Under the proxy's limit: the service answers itself (its own limit check, JSON).
             small = httpx.post(proxy + "/predict", files={"file": ("a.mp4", b"", "video/mp4")}, timeout=30)
             assert small.status_code == 400 and small.json()["error"]["code"]
+            # The live WebSocket through the proxy: the upgrade is handed on, media and updates flow.
+            from service.live.client import stream_file
+
+            live = stream_file(proxy, corpus_dir("cremad_av") / "1001_DFA_HAP_XX.flv", pace="fast")
+            assert live["updates"] and live["summary"]["label"] in models["classes"]
             srv.stop()
             down = httpx.get(proxy + "/readyz", timeout=10)
             assert down.status_code == 503 and down.headers["retry-after"] == "2"

@@ -12,6 +12,8 @@ from service.http.errors import install_error_handlers
 from service.http.gate import Gate
 from service.http.observability import Metrics, RequestContext
 from service.http.routes import router
+from service.http.stream import StreamHub
+from service.http.stream import router as stream_router
 from service.run.lifecycle import ModelState
 from service.settings import Settings
 
@@ -39,8 +41,10 @@ def create_app(settings: Settings | None = None, *, load: bool = True) -> FastAP
     app.state.settings, app.state.metrics = settings, metrics
     app.state.gate = Gate(settings.max_concurrency, settings.max_queue, metrics)
     app.state.model = ModelState(settings)
+    app.state.stream = StreamHub(settings, metrics)
     app.add_middleware(RequestContext, metrics=metrics)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(stream_router)  # /v1/stream, the live WebSocket
     mount_demo(app)  # the demo page at / (service/http/static)
     return app

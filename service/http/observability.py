@@ -40,6 +40,21 @@ class Metrics:
         self.in_flight = Gauge("emotion_requests_in_flight", "predictions being processed", registry=r)
         self.queued = Gauge("emotion_requests_queued", "predictions admitted and waiting (upload or a worker)",
                             registry=r)
+        # /v1/stream (service/http/stream.py)
+        self.stream_sessions = Gauge("emotion_stream_sessions", "live sessions open", registry=r)
+        self.stream_refused = Counter("emotion_stream_refused", "live sessions refused, by reason", ["reason"],
+                                      registry=r)
+        self.stream_closed = Counter("emotion_stream_closed", "live sessions ended, by close code", ["code"],
+                                     registry=r)
+        self.stream_updates = Counter("emotion_stream_updates", "live updates sent", registry=r)
+        self.stream_dropped_frames = Counter("emotion_stream_dropped_frames", "live video frames dropped, by reason",
+                                             ["reason"], registry=r)
+        self.stream_skipped_updates = Counter("emotion_stream_skipped_updates",
+                                              "live update times passed while the previous update was computed "
+                                              "or not yet read by the client", ["why"], registry=r)
+        self.stream_latency = Histogram("emotion_stream_update_latency_seconds",
+                                        "from the last media message of a window to its update being sent",
+                                        buckets=_LATENCY_BUCKETS, registry=r)
 
     def observe_stages(self, timings_ms: dict[str, float]) -> None:
         for stage, ms in timings_ms.items():

@@ -73,15 +73,21 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _bearer = HTTPBearer(auto_error=False)
 
 
+def key_accepted(settings: Settings, given: str | None) -> bool:
+    """Whether `given` is one of the server's keys (always, when it sets none): /predict's
+    headers and /v1/stream's handshake or "open" message are checked alike."""
+    if not settings.api_keys:
+        return True
+    given_bytes = (given or "").encode()
+    # Compare with every key in constant time: no early exit that would leak which matched.
+    return any([hmac.compare_digest(given_bytes, k.encode()) for k in settings.api_keys])
+
+
 async def require_api_key(settings: Annotated[Settings, Depends(get_settings)],
                           key: Annotated[str | None, Depends(_api_key_header)],
                           token: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
     """`X-API-Key: K` or `Authorization: Bearer K` when the server sets keys (EMOTION_API_KEYS)."""
-    if not settings.api_keys:
-        return
-    given = (key or (token.credentials if token else "")).encode()
-    # Compare with every key in constant time: no early exit that would leak which matched.
-    if not any([hmac.compare_digest(given, k.encode()) for k in settings.api_keys]):
+    if not key_accepted(settings, key or (token.credentials if token else "")):
         raise ApiError(401, "unauthorized", "a valid API key is required (X-API-Key header)",
                        {"WWW-Authenticate": "Bearer"})
 

@@ -13,7 +13,7 @@ from service.pipeline.budget import Budget
 from service.pipeline.config import MediaLimits
 from service.pipeline.errors import MediaError
 from service.pipeline.extract import (
-    ClipFeatures, DecodedClip, Decoder, ImageFeatures, clip_features, decode_clip)
+    ClipFeatures, CropFeatures, DecodedClip, Decoder, ImageFeatures, clip_features, decode_clip)
 from service.pipeline.fusion import utterance_of
 from service.pipeline.media import MediaInfo
 from service.pipeline.timing import StageTimer
@@ -67,18 +67,30 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
     (`service.model.voice_adaptation`); the answer's `adaptation` says so."""
     timer = timer or StageTimer()
     budget = budget or Budget()
-    cfg = bundle.config
 
     def timeline_segment(info: MediaInfo) -> float | None:
         wanted = timeline if timeline is not None else info.duration_s > timeline_after_s
         return segment_s if wanted else None
 
-    clip = decode_clip(path, cfg, limits, timer, budget, segment_s=timeline_segment, detector=bundle.face_detector,
-                       decoder=decoder)
-    want_timeline = timeline_segment(clip.info) is not None
+    clip = decode_clip(path, bundle.config, limits, timer, budget, segment_s=timeline_segment,
+                       detector=bundle.face_detector, decoder=decoder)
     budget.check()
-    images = ImageFeatures(clip.faces, cfg, bundle)
-    feats = _adapted(clip_features(clip, cfg, bundle, timer, images), bundle, voice_adaptation)
+    return predict_clip(bundle, clip, timer=timer, segment_s=timeline_segment(clip.info), budget=budget,
+                        voice_adaptation=voice_adaptation)
+
+
+def predict_clip(bundle: Bundle, clip: DecodedClip, *, timer: StageTimer | None = None,
+                 segment_s: float | None = None, budget: Budget | None = None,
+                 shared: CropFeatures | None = None, voice_adaptation: VoiceAdaptation | None = None) -> dict[str, Any]:
+    """The answer for decoded audio and faces (`DecodedClip`): what `predict_file` answers for a
+    file, and what the live stream (service/live) answers for each rolling window of decoded
+    samples and frames. `segment_s`: add a timeline of segments that long (None: no timeline);
+    `shared`: image features of faces seen by earlier windows; `voice_adaptation`: as
+    `predict_file`'s."""
+    timer = timer or StageTimer()
+    budget = budget or Budget()
+    images = ImageFeatures(clip.faces, bundle.config, bundle, shared=shared)
+    feats = _adapted(clip_features(clip, bundle.config, bundle, timer, images), bundle, voice_adaptation)
     if not any(_present(feats).values()):
         # A silent video without a face: any answer would be the classifier's prior dressed as a result.
         raise MediaError("no_usable_stream", "neither a voice nor a face was found in the file: there is nothing to "
@@ -100,7 +112,7 @@ def predict_file(bundle: Bundle, path: Path, limits: MediaLimits, *, timeline: b
         "model": {"name": bundle.name, "version": bundle.version},
     }
     result["timeline"] = None  # the same keys as the HTTP body (PredictResponse), from every caller
-    if want_timeline:
+    if segment_s is not None:
         with timer.stage("timeline"):
             result["timeline"] = _timeline(bundle, clip, segment_s, images, budget, voice_adaptation)
     result["adaptation"] = {"voice": voice_adaptation.describe()} if voice_adaptation is not None else None

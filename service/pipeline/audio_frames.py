@@ -180,7 +180,10 @@ def speech_active(energy_db: np.ndarray, gate_db: float, hangover: int = 5) -> n
     active = energy_db >= energy_db.max() - gate_db
     if hangover > 0:
         kernel = np.ones(2 * hangover + 1)
-        active = np.convolve(active.astype(float), kernel, mode="same") > 0
+        # "full", then the centred part: mode="same" would return the kernel's length for a stretch
+        # shorter than it (under 11 frames, ~0.1 s), and the mask would no longer fit its frames
+        n = len(active)
+        active = np.convolve(active.astype(float), kernel, mode="full")[hangover:hangover + n] > 0
     return active
 
 

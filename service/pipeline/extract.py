@@ -129,23 +129,29 @@ def warm_up_faces(cfg: PipelineConfig, detector: BlazeFace | None = None) -> Non
         visual.detect_face(np.full((120, 160), 128, np.uint8), detector, cfg)
 
 
-class _FaceCollector:
+class FaceCollector:
     """Aligned face crops of the sampled frames, each frame run through the detector as it
-    arrives (memory stays bounded: one frame at a time, whatever the clip length)."""
+    arrives (memory stays bounded: one frame at a time, whatever the clip length). A live
+    stream (service/live) detects each frame once as it comes and adds the detections of each
+    rolling window (`add_detection`), on the window's clock."""
 
-    def __init__(self, rate: float, duration_s: float, cfg: PipelineConfig, detector: BlazeFace):
+    def __init__(self, rate: float, duration_s: float, cfg: PipelineConfig, detector: BlazeFace | None):
         self.rate, self.duration_s, self.cfg, self.detector = rate, duration_s, cfg, detector
         self.all_times: list[float] = []
         self.found: list[tuple[float, int, visual.FaceCrop]] = []  # every detection kept (used or flagged)
         self.detect_ms = 0.0
 
     def add(self, frame: np.ndarray) -> None:
-        i = len(self.all_times)
-        t = min(i / self.rate, self.duration_s)  # the fps filter's output frame i is at i / rate
-        self.all_times.append(t)
+        t = min(len(self.all_times) / self.rate, self.duration_s)  # the fps filter's output frame i is at i / rate
         start = time.perf_counter()
         crop = visual.detect_face(frame, self.detector, self.cfg)
         self.detect_ms += (time.perf_counter() - start) * 1000.0
+        self.add_detection(t, crop)
+
+    def add_detection(self, t: float, crop: visual.FaceCrop | None) -> None:
+        """A frame whose face was detected already (None: it showed none)."""
+        i = len(self.all_times)
+        self.all_times.append(t)
         if crop is not None:
             self.found.append((t, i, crop))
 
@@ -210,7 +216,7 @@ def decode_clip(path: Path, cfg: PipelineConfig, limits: MediaLimits, timer: Sta
         rate, cap = frame_sampling(info, cfg, segment)
         sampling = media.FrameSampling(rate, cap, cfg.frame_max_side) if info.has_video and video else None
         acc = audio.AudioAccumulator(cfg) if info.has_audio else None
-        faces = _FaceCollector(rate, info.duration_s, cfg, detector)
+        faces = FaceCollector(rate, info.duration_s, cfg, detector)
         with timer.stage("decode"):
             for kind, data in source.decode(cfg.sample_rate if acc is not None else None, sampling):
                 if kind == "audio":
@@ -272,21 +278,52 @@ def summary_indices(faces: FaceTrack, cfg: PipelineConfig) -> np.ndarray:
     return candidates[chosen]
 
 
+class CropFeatures:
+    """Image features of face crops by the crop object itself, kept across clips: a live stream's
+    rolling windows (service/live) share most of their faces, each computed once. `keep` forgets
+    every crop not given (the ones out of the window)."""
+
+    def __init__(self) -> None:
+        self.features: dict[int, tuple[visual.FaceCrop, np.ndarray]] = {}
+
+    def get(self, crop: visual.FaceCrop) -> np.ndarray | None:
+        hit = self.features.get(id(crop))
+        return hit[1] if hit is not None and hit[0] is crop else None
+
+    def put(self, crop: visual.FaceCrop, feature: np.ndarray) -> None:
+        self.features[id(crop)] = (crop, feature)
+
+    def keep(self, crops: list[visual.FaceCrop]) -> None:
+        kept = {id(c) for c in crops}
+        self.features = {k: v for k, v in self.features.items() if k in kept}
+
+
 class ImageFeatures:
     """ResNet-50 features of a clip's face crops by frame number, each computed once and in
-    batches (the clip and its timeline segments often share summary frames)."""
+    batches (the clip and its timeline segments often share summary frames; `shared` holds
+    features from earlier clips, by crop)."""
 
-    def __init__(self, faces: FaceTrack, cfg: PipelineConfig, encoders: Encoders, batch: int = 32):
+    def __init__(self, faces: FaceTrack, cfg: PipelineConfig, encoders: Encoders, batch: int = 32,
+                 shared: CropFeatures | None = None):
         self.crops = dict(zip(faces.index.tolist(), faces.crops))
-        self.cfg, self.encoders, self.batch = cfg, encoders, batch
+        self.cfg, self.encoders, self.batch, self.shared = cfg, encoders, batch, shared
         self.done: dict[int, np.ndarray] = {}
 
     def __call__(self, frame_numbers: np.ndarray) -> np.ndarray:
         missing = sorted({int(i) for i in frame_numbers} - self.done.keys())
+        if self.shared is not None:
+            for i in missing:
+                hit = self.shared.get(self.crops[i])
+                if hit is not None:
+                    self.done[i] = hit
+            missing = [i for i in missing if i not in self.done]
         for a in range(0, len(missing), self.batch):
             part = missing[a:a + self.batch]
             feats = self.encoders.image_features(visual.resnet_input([self.crops[i] for i in part], self.cfg))
             self.done.update(zip(part, feats))
+            if self.shared is not None:
+                for i, f in zip(part, feats):
+                    self.shared.put(self.crops[i], f)
         return np.stack([self.done[int(i)] for i in frame_numbers])
 
 

@@ -13,7 +13,7 @@ from service.pipeline.face_detector import BlazeFace, Face
 
 # Why a detected face is not used (`FaceCrop.reason`); "" = used.
 TOO_SMALL, TURNED, BLURRED = "too_small", "turned", "blurred"
-UNSTEADY = "unsteady"  # a middling detection in too few of the clip's frames (extract._FaceCollector)
+UNSTEADY = "unsteady"  # a middling detection in too few of the clip's frames (extract.FaceCollector)
 # Flagged faces a clip is answered from when no frame shows a usable one: the face expert
 # learned from turned and blurred faces too (FER2013 has them), and refusing a clip whose
 # every frame shows such a face would answer "no face" for a face anyone sees.

@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=predict_command)
     add_batch_parser(sub)
+    from service.run.stream_cli import add_stream_parser
+
+    add_stream_parser(sub)
     return parser
 
 

@@ -299,6 +299,8 @@
     });
     drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); } });
     $("record").addEventListener("click", record);
+    // What live.js (the live mode) draws with.
+    window.EmotionDemo = { drawBars, color, el, svg, order, showError, apiKey: () => $("api-key").value.trim() };
     loadModel();
     document.body.dataset.state = "idle";
   });
