@@ -6,6 +6,7 @@ on the CREMA-D clips and on URDU (evaluation only: never trained or fitted on)."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from service.model.manifest import Manifest
 from trainer.stages import BuildContext, log, stage_output
@@ -34,3 +35,35 @@ def with_cross_corpus(manifest: Manifest, study: CrossCorpus) -> Manifest:
     if not study.rows:
         return manifest
     return manifest.model_copy(update={"metrics": {**manifest.metrics, "cross_corpus": study.rows}})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m trainer.stages.cross_corpus --bundle DIR`: add (or redo) the cross-corpus table
+    of a bundle already built, with its own preprocessing, as the build's last stage would."""
+    import argparse
+    import logging
+
+    from trainer.cache import FeatureCache
+    from trainer.paths import CACHE_DIR, DATA_DIR, REPO_ROOT
+    from trainer.recipe import Recipe
+    from trainer.report.writer import write_report
+    from service.pipeline.config import PipelineConfig
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--bundle", type=Path, default=REPO_ROOT / "models" / "default")
+    p.add_argument("--data", type=Path, default=DATA_DIR)
+    p.add_argument("--cache", type=Path, default=CACHE_DIR / "features")
+    p.add_argument("--variants", default=",".join(Recipe.for_profile("default").cross_corpus_variants))
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    manifest, _ = Manifest.read(args.bundle)
+    cfg = PipelineConfig.from_dict(manifest.preprocessing)
+    rows = study_rows(args.data, FeatureCache(args.cache), "test", cfg, args.variants.split(","))
+    updated = with_cross_corpus(manifest, CrossCorpus(rows))
+    updated.write(args.bundle)
+    write_report(args.bundle, updated)
+    log.info("%s: cross-corpus table of %s written", args.bundle, args.variants)
+
+
+if __name__ == "__main__":
+    main()
