@@ -1,0 +1,171 @@
+"""Distilling the teachers into the served face expert (issue 40): the 48-px grey ResNet,
+fine-tuned from the served weights towards alpha * hard label + (1 - alpha) * a pool of
+teachers, over every face corpus's training part. One network then carries what the pool
+knows at the served expert's cost (the zoo model alone costs ~27 ms a face; the budget is 16).
+
+A pool is log-linear: p ∝ Π p_t^w_t, written `expert=1,zoo=1,face_api=0.5`; `expert` is the
+starting checkpoint's own flip-averaged answer (self-distillation), the others are
+`trainer.face.soft_labels`' cached teachers. Weights are chosen on validation faces no teacher
+trained on (`choose_weights`: FER2013's validation carve; the zoo model was trained on RAF-DB's
+train split, which the project's RAF-DB validation and test carves are cut from).
+
+    nohup nice -n 15 .venv/bin/python -m trainer.face.distill --minutes 60 > logs/distill.log 2>&1 &
+    .venv/bin/python -m trainer.face.distill --commit-checkpoint     # fp16 copy under checkpoints/face_backbone/
+
+The same command resumes (the checkpoint machinery of trainer/face/training.py).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from trainer.paths import CACHE_DIR, DATA_DIR
+
+log = logging.getLogger("trainer.face")
+SERVED = "ffce5c27b30aa751"      # the served expert's committed checkpoint (12-epoch fine-tune, 2026-12-06)
+DEFAULT_POOL = "expert=1,zoo=1,face_api=1"
+
+
+def parse_pool(spec: str) -> dict[str, float]:
+    out = {}
+    for part in spec.split(","):
+        name, _, w = part.partition("=")
+        out[name.strip()] = float(w) if w else 1.0
+    return out
+
+
+def pool_spec(weights: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in weights.items())
+
+
+def log_linear(probs: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """p ∝ Π p_t^w_t over the named members (weight 0 leaves one out)."""
+    logp = sum(w * np.log(np.clip(probs[k], 1e-6, 1.0)) for k, w in weights.items() if w)
+    z = np.exp(logp - logp.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def choose_weights(probs: dict[str, np.ndarray], y: np.ndarray, members: Sequence[str],
+                   grid: Sequence[float] = (0, 0.25, 0.5, 1.0, 1.5, 2.0)) -> tuple[dict[str, float], float]:
+    """The weights (first member fixed at 1) with the best accuracy on these faces; ties go to
+    the smaller total weight of the others."""
+    best, best_acc = None, -1.0
+    for ws in itertools.product(grid, repeat=len(members) - 1):
+        weights = {members[0]: 1.0, **dict(zip(members[1:], ws))}
+        acc = float((log_linear(probs, weights).argmax(1) == y).mean())
+        if acc > best_acc + 1e-9:
+            best, best_acc = weights, acc
+    return best, best_acc
+
+
+def expert_probs(checkpoint: Path, crops: np.ndarray, n_classes: int = 7) -> np.ndarray:
+    """The face ResNet of a checkpoint, flip-averaged, on uint8 crops [n, 48, 48]."""
+    from service.pipeline.config import PipelineConfig
+    from trainer.face.backbone import classifier_from_checkpoint
+    from trainer.face.training import predict_faces
+
+    cfg = PipelineConfig()
+    return predict_faces(classifier_from_checkpoint(checkpoint, n_classes), crops, cfg.pixel_mean, cfg.pixel_std,
+                         flip=True)
+
+
+def teacher_table(samples: Sequence, data_dir: Path = DATA_DIR, cache_root: Path = CACHE_DIR,
+                  only: Sequence[str] = ("train/",)) -> dict[str, np.ndarray]:
+    """The cached teachers' probabilities of these samples (by path), computing what is missing
+    in the chunks named by `only` (`trainer.face.soft_labels`)."""
+    from trainer.face.soft_labels import TEACHER_NAMES, all_teacher_probs
+
+    by_path = {}
+    for _, (items, probs) in all_teacher_probs(data_dir, cache_root, only=only).items():
+        for i, s in enumerate(items):
+            by_path[str(s.path)] = i, probs
+    missing = [s.path for s in samples if str(s.path) not in by_path]
+    if missing:
+        raise KeyError(f"{len(missing)} faces have no teacher probabilities, e.g. {missing[0]}")
+    return {k: np.stack([by_path[str(s.path)][1][k][by_path[str(s.path)][0]] for s in samples])
+            for k in TEACHER_NAMES}
+
+
+def soft_targets_fn(pool: str, alpha: float, start: Path, cfg, cache, classes, data_dir: Path = DATA_DIR,
+                    cache_root: Path = CACHE_DIR):
+    """`targets_of(train_samples, labels)` for `trained_backbone`: alpha * one-hot +
+    (1 - alpha) * the pool's probabilities (cached per pool and starting checkpoint)."""
+    from trainer.cache import FeatureCache
+    from trainer.face.backbone import load_faces
+
+    weights = parse_pool(pool)
+
+    def targets_of(samples, y):
+        def compute():
+            probs = teacher_table(samples, data_dir, cache_root)
+            if weights.get("expert"):
+                probs["expert"] = expert_probs(start, load_faces(samples, cfg, cache, classes)[0], len(classes))
+            return {"pool": log_linear(probs, weights).astype(np.float32)}
+
+        key = FeatureCache.key("distill-targets/v1", pool, str(start.name), [(str(s.path), s.label) for s in samples])
+        p = cache.get("distill_targets", key, compute)["pool"]
+        onehot = np.eye(len(classes), dtype=np.float32)[y]
+        log.info("distillation targets: pool %s agrees with the label on %.1f %% of %d training faces",
+                 pool, 100 * float((p.argmax(1) == y).mean()), len(y))
+        return alpha * onehot + (1 - alpha) * p
+
+    return targets_of
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m trainer.face.distill", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DATA_DIR)
+    p.add_argument("--cache", type=Path, default=CACHE_DIR)
+    p.add_argument("--init-from", default=SERVED, help="committed checkpoint the student starts from")
+    p.add_argument("--pool", default=DEFAULT_POOL, help="the teachers' pool (log-linear weights)")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard label in the target")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--peak-lr", type=float, default=0.01)
+    p.add_argument("--minutes", type=float, default=85.0, help="this run's time budget")
+    p.add_argument("--commit-checkpoint", action="store_true",
+                   help="write the current checkpoint, fp16, under checkpoints/face_backbone/ and exit")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+
+    from service.pipeline.config import PipelineConfig
+    from trainer.cache import FeatureCache
+    from trainer.data import LABEL_SETS
+    from trainer.face.backbone import (COMMITTED, checkpoint_dir, face_samples, ordered_faces, trained_backbone)
+    from trainer.face.training import TrainingPaused, _Checkpoint
+
+    recipe = distill_recipe(args.init_from, args.pool, args.alpha, args.epochs, args.peak_lr)
+    cfg, classes = PipelineConfig(image_size=recipe.image_size), list(LABEL_SETS["basic7"])
+    samples, cache = face_samples(args.data), FeatureCache(args.cache / "features")
+    if args.commit_checkpoint:
+        where = checkpoint_dir(args.cache, recipe, classes, ordered_faces(samples["train"]),
+                               ordered_faces(samples["val"]))
+        print(_Checkpoint(where).write_portable(COMMITTED / f"{where.name}.npz"))
+        return
+    start = COMMITTED / f"{args.init_from}.npz"
+    try:
+        _, _, curve = trained_backbone(samples, cfg, cache, args.cache, recipe, classes, args.minutes,
+                                       targets_of=soft_targets_fn(args.pool, args.alpha, start, cfg, cache, classes,
+                                                                  args.data, args.cache))
+        log.info("distillation done: %d epochs, last %s", len(curve), curve[-1])
+    except TrainingPaused as e:
+        log.info("%s", e)
+
+
+def distill_recipe(init_from: str = SERVED, pool: str = DEFAULT_POOL, alpha: float = 0.5, epochs: int = 5,
+                   peak_lr: float = 0.01):
+    """The student's schedule: the served expert's fine-tuning recipe, from its weights, towards the pool."""
+    from trainer.face.training import FaceRecipe
+
+    return FaceRecipe.for_this_cpu(epochs=epochs, peak_lr=peak_lr, warmup_epochs=1, init_from=init_from,
+                                   lowres_prob=0.3, distill=pool, distill_alpha=alpha)
+
+
+if __name__ == "__main__":
+    main()
