@@ -11,6 +11,12 @@ train split, which the project's RAF-DB validation and test carves are cut from)
 
     nohup nice -n 15 .venv/bin/python -m trainer.face.distill --minutes 60 > logs/distill.log 2>&1 &
     .venv/bin/python -m trainer.face.distill --commit-checkpoint     # fp16 copy under checkpoints/face_backbone/
+    .venv/bin/python -m trainer.face.distill --bundle-from models/default --out /tmp/faces   # a test bundle
+
+`--bundle-from` copies a bundle and replaces its face expert (image_features.onnx and
+face_head.onnx, exported as the build exports them, manifest entries updated) with the
+student's: a bundle to test the serving path with before the lead rebuilds the shipped one
+(`trainer build --face-distill-pool ...`). Its calibration and report stay the copied bundle's.
 
 The same command resumes (the checkpoint machinery of trainer/face/training.py).
 """
@@ -126,11 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-from", default=SERVED, help="committed checkpoint the student starts from")
     p.add_argument("--pool", default=DEFAULT_POOL, help="the teachers' pool (log-linear weights)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard label in the target")
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--peak-lr", type=float, default=0.01)
     p.add_argument("--minutes", type=float, default=85.0, help="this run's time budget")
     p.add_argument("--commit-checkpoint", action="store_true",
                    help="write the current checkpoint, fp16, under checkpoints/face_backbone/ and exit")
+    p.add_argument("--bundle-from", type=Path, help="copy this bundle with the student as its face expert (to --out)")
+    p.add_argument("--out", type=Path, help="where --bundle-from writes the copy (must not exist)")
+    p.add_argument("--checkpoint", type=Path, help="the student's checkpoint file (default: this recipe's)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
 
@@ -148,6 +157,14 @@ def main(argv: list[str] | None = None) -> None:
                                ordered_faces(samples["val"]))
         print(_Checkpoint(where).write_portable(COMMITTED / f"{where.name}.npz"))
         return
+    if args.bundle_from:
+        where = checkpoint_dir(args.cache, recipe, classes, ordered_faces(samples["train"]),
+                               ordered_faces(samples["val"]))
+        file = args.checkpoint or _Checkpoint(where, COMMITTED / f"{where.name}.npz").source()
+        if file is None:
+            raise SystemExit(f"no checkpoint of this recipe ({where.name}): train it first")
+        print(bundle_with_student(args.bundle_from, args.out, file, cfg, cache, samples))
+        return
     start = COMMITTED / f"{args.init_from}.npz"
     try:
         _, _, curve = trained_backbone(samples, cfg, cache, args.cache, recipe, classes, args.minutes,
@@ -158,13 +175,56 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s", e)
 
 
-def distill_recipe(init_from: str = SERVED, pool: str = DEFAULT_POOL, alpha: float = 0.5, epochs: int = 5,
-                   peak_lr: float = 0.01):
-    """The student's schedule: the served expert's fine-tuning recipe, from its weights, towards the pool."""
+def bundle_with_student(source: Path, out: Path, checkpoint: Path, cfg, cache, samples) -> Path:
+    """A copy of bundle `source` at `out` whose face expert is the student of `checkpoint`:
+    the flip-averaged backbone (fp16 weights) and the softmax head exported as the build's
+    `face_backbone` / `face_head` stages export them, the manifest's entries and provenance updated."""
+    import shutil
+
+    from service.model.manifest import Manifest
+    from trainer.data import LABEL_SETS
+    from trainer.face.backbone import classifier_from_checkpoint, load_faces
+    from trainer.stages.face_head import head_model
+    from service.pipeline.visual import resnet_input
+    from trainer.export import export_onnx
+    from trainer.stages.faces import flip_averaged
+
+    source, out = Path(source).resolve(), Path(out).resolve()
+    if out.exists():
+        raise SystemExit(f"{out} exists: give a new directory")
+    classes = list(LABEL_SETS["basic7"])
+    clf = classifier_from_checkpoint(checkpoint, len(classes))
+    backbone = next(layer for layer in clf.layers if layer.name == "face_resnet_features")
+    crops = load_faces(samples["val"][:8], cfg, cache, classes)[0]
+    shutil.copytree(source, out)
+    manifest, _ = Manifest.read(out)
+    feats = export_onnx(flip_averaged(backbone), out / "image_features.onnx", sample_inputs=resnet_input(crops, cfg),
+                        input_name="face", output_name="features", fp16_weights=True)
+    kernel, bias = clf.get_layer("head_softmax").get_weights()
+    sample = backbone.predict(resnet_input(crops, cfg), verbose=0)
+    head = export_onnx(head_model(kernel, bias), out / "face_head.onnx", sample_inputs=sample,
+                       input_name="features", output_name="probabilities")
+    manifest.artifacts["image_features"], manifest.artifacts["face_head"] = feats.artifact(), head.artifact()
+    setattr(manifest.provenance, "face_expert", (
+        f"replaced by trainer.face.distill.bundle_with_student from checkpoint {checkpoint.name} "
+        f"(a distilled student, issue 40); the rest of the bundle, its calibration and report are {source.name}'s"))
+    manifest.write(out)
+    return out
+
+
+def distill_recipe(init_from: str = SERVED, pool: str = DEFAULT_POOL, alpha: float = 0.5, epochs: int = 3,
+                   peak_lr: float = 0.01, base=None):
+    """The student's schedule: the fine-tuning recipe (`base`; default: the served expert's, as
+    the build's `face_backbone` stage makes it), from `init_from`'s weights, towards the pool.
+    The build and this module's command give the same recipe, hence one checkpoint."""
+    from dataclasses import replace
+
     from trainer.face.training import FaceRecipe
 
-    return FaceRecipe.for_this_cpu(epochs=epochs, peak_lr=peak_lr, warmup_epochs=1, init_from=init_from,
-                                   lowres_prob=0.3, distill=pool, distill_alpha=alpha)
+    if base is None:
+        base = FaceRecipe.for_this_cpu(epochs=12, peak_lr=0.02, warmup_epochs=1, lowres_prob=0.3)
+    return replace(base, epochs=epochs, restarts=(), peak_lr=peak_lr, warmup_epochs=1, init_from=init_from,
+                   distill=pool, distill_alpha=alpha)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@ from trainer.progress import progress
 
 log = logging.getLogger("trainer.face")
 TEACHER_NAMES = ("face_api", "zoo")
+# Where the zoo model runs on training faces (soft labels, once per face; flip-averaged on
+# validation and test faces). Not on FER2013 train: 25,878 faces at ~27 ms each on a shared
+# 2-core machine, where it is weakest (0.534 on FER2013 private test); there it answers
+# uniformly, i.e. abstains from the pool, and the expert and face-api teach.
+ZOO_TRAIN_CORPORA = ("rafdb", "ckplus")
 VERSION = "teacher-probs/v1"
 
 
@@ -59,8 +64,10 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def teacher_probs(samples: Sequence[Sample], teachers, batch: int = 32, label: str = "teachers",
-                  flip_zoo: bool = True) -> dict[str, np.ndarray]:
+                  flip_zoo: bool | str = True) -> dict[str, np.ndarray]:
+    """`flip_zoo`: True (flip-averaged), False (once a face) or "off" (not run: uniform)."""
     """{"face_api": [n, 7], "zoo": [n, 7], "detected": [n]} over `samples`, in order (basic7)."""
+    zoo_on = flip_zoo != "off"
     out = {k: [] for k in TEACHER_NAMES}
     detected = []
     for start in progress(list(range(0, len(samples), batch)), label):
@@ -70,7 +77,7 @@ def teacher_probs(samples: Sequence[Sample], teachers, batch: int = 32, label: s
             fa.append(a)
             zoo.append(z)
             detected.append(d)
-        got = teachers.run(np.stack(fa), np.stack(zoo), flip_zoo=flip_zoo)
+        got = teachers.run(np.stack(fa), np.stack(zoo) if zoo_on else None, flip_zoo=flip_zoo is True)
         for k in TEACHER_NAMES:
             out[k].append(got[k].astype(np.float32))
     res = {k: np.concatenate(v) if v else np.zeros((0, 7), np.float32) for k, v in out.items()}
@@ -90,7 +97,7 @@ def chunks(samples: dict[str, list[Sample]]) -> dict[str, list[Sample]]:
 
 
 def cached_teacher_probs(samples: Sequence[Sample], cache: FeatureCache, teachers_factory,
-                         label: str = "teachers", flip_zoo: bool = True) -> dict[str, np.ndarray]:
+                         label: str = "teachers", flip_zoo: bool | str = True) -> dict[str, np.ndarray]:
     """`teacher_probs` of `samples`, cached by their files' paths and labels."""
     key = FeatureCache.key(VERSION, flip_zoo, [(str(s.path), s.label) for s in samples])
     return cache.get("teacher_probs", key,
@@ -118,8 +125,16 @@ def all_teacher_probs(data_dir: Path = DATA_DIR, cache_root: Path = CACHE_DIR, o
         if only and not any(o in name for o in only):
             continue
         out[name] = (found[name], cached_teacher_probs(found[name], cache, factory, label=f"teachers: {name}",
-                                                       flip_zoo=not name.startswith("train/")))
+                                                       flip_zoo=zoo_mode(name)))
     return out
+
+
+def zoo_mode(chunk: str) -> bool | str:
+    """How the zoo model answers in a chunk: flip-averaged (True) on validation and test faces,
+    once (False) on training faces of ZOO_TRAIN_CORPORA, else not at all ("off")."""
+    if not chunk.startswith("train/"):
+        return True
+    return False if chunk.split("/", 1)[1].split(":")[0] in ZOO_TRAIN_CORPORA else "off"
 
 
 def main(argv: list[str] | None = None) -> None:

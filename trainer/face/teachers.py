@@ -281,19 +281,21 @@ class Teachers:
         found = self.yunet.find(image_rgb)
         return face_api_input(image_rgb, found.box), zoo_input(image_rgb, found.landmarks), found.detected
 
-    def run(self, face_api_x: np.ndarray, zoo_x: np.ndarray, flip: bool = True,
+    def run(self, face_api_x: np.ndarray, zoo_x: np.ndarray | None, flip: bool = True,
             flip_zoo: bool = True) -> dict[str, np.ndarray]:
         """Probabilities [n, 7] (basic7) of each teacher, averaged with the mirror image when
-        `flip` (the zoo model only when also `flip_zoo`: at ~27 ms a face it is the cost)."""
+        `flip` (the zoo model only when also `flip_zoo`: at ~27 ms a face it is the cost).
+        `zoo_x` None: the zoo model is not run and answers uniformly (it abstains in a log-linear pool)."""
         def fa(x):
             return self.face_api.run(None, {self.face_api.get_inputs()[0].name: x})[0]
 
         def zoo(x):
             return softmax(self.zoo.run(None, {self.zoo.get_inputs()[0].name: x})[0])
 
-        p_fa, p_zoo = fa(face_api_x), zoo(zoo_x)
+        p_fa = fa(face_api_x)
+        p_zoo = zoo(zoo_x) if zoo_x is not None else np.full((len(face_api_x), len(ZOO_CLASSES)), 1 / len(ZOO_CLASSES))
         if flip:
             p_fa = (p_fa + fa(np.ascontiguousarray(face_api_x[:, :, ::-1]))) / 2
-            if flip_zoo:
+            if flip_zoo and zoo_x is not None:
                 p_zoo = (p_zoo + zoo(np.ascontiguousarray(zoo_x[:, :, :, ::-1]))) / 2
         return {"face_api": to_basic7(p_fa, FACE_API_CLASSES), "zoo": to_basic7(p_zoo, ZOO_CLASSES)}

@@ -48,8 +48,19 @@ def _train_face_resnet(ctx: BuildContext, corpora: Corpora):
     tune = replace(base, epochs=r.face_finetune_epochs, restarts=(), peak_lr=r.face_finetune_lr, warmup_epochs=1,
                    init_from=start.parent.name if start.name == "state.npz" else start.stem,
                    lowres_prob=r.face_lowres_prob)
-    return trained_backbone(samples, ctx.cfg, ctx.cache, root, tune, ctx.classes, max_minutes=r.face_run_minutes,
-                            init_weights=start)
+    tuned = trained_backbone(samples, ctx.cfg, ctx.cache, root, tune, ctx.classes, max_minutes=r.face_run_minutes,
+                             init_weights=start)
+    if not r.face_distill_pool:
+        return tuned
+    from trainer.face.distill import distill_recipe, soft_targets_fn
+
+    start = checkpoint_file(root, tune, ctx.classes, samples)
+    distill = distill_recipe(start.parent.name if start.name == "state.npz" else start.stem, r.face_distill_pool,
+                             r.face_distill_alpha, r.face_distill_epochs, r.face_distill_lr, base=tune)
+    targets_of = soft_targets_fn(r.face_distill_pool, r.face_distill_alpha, start, ctx.cfg, ctx.cache, ctx.classes,
+                                 ctx.opts.data_dir, root)
+    return trained_backbone(samples, ctx.cfg, ctx.cache, root, distill, ctx.classes, max_minutes=r.face_run_minutes,
+                            init_weights=start, targets_of=targets_of)
 
 
 def _train_resnet50(ctx: BuildContext, corpora: Corpora, crops: dict[str, np.ndarray], y: dict[str, np.ndarray]):
