@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     from trainer.face.distill import SERVED, choose_weights, expert_probs, log_linear, pool_spec, teacher_table
 
     classes = list(LABEL_SETS["basic7"])
-    cfg, cache, samples = PipelineConfig(), FeatureCache(args.cache / "features"), face_samples(args.data)
+    cfg, cache, samples = PipelineConfig(image_size=48), FeatureCache(args.cache / "features"), face_samples(args.data)
     models = {"expert (served)": SERVED, **{f"student {Path(s).stem if '/' in s else s}": s for s in args.student}}
     answers, labels, faces_of = {}, {}, {}
     for split in ("val", "test"):

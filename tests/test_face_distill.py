@@ -46,3 +46,30 @@ def test_soft_targets_are_what_the_network_learns(tmp_path):
     _, _, _ = train_face_backbone(x, y, x[:32], y[:32], 3, recipe, tmp_path / "d",
                                   targets=lambda: calls.append(2) or targets)
     assert calls == [1]                               # finished: the targets are not asked for again
+
+
+@pytest.mark.slow
+def test_a_bundle_with_the_served_weights_as_student_answers_as_the_shipped_bundle(tmp_path, data_dir):
+    """bundle_with_student on the served expert's own checkpoint: the service opens the copy
+    (every sha256 checked) and its face expert answers real faces as the shipped one does."""
+    from conftest import REPO_ROOT
+    from service.model.bundle import load_bundle
+    from service.pipeline.config import PipelineConfig
+    from service.pipeline.visual import resnet_input
+    from trainer.cache import FeatureCache
+    from trainer.data import LABEL_SETS
+    from trainer.face.backbone import COMMITTED, face_samples, load_faces
+    from trainer.face.distill import SERVED, bundle_with_student
+
+    shipped = REPO_ROOT / "models" / "default"
+    cfg, cache = PipelineConfig(image_size=48), FeatureCache(tmp_path / "cache")
+    samples = {k: [s for s in v if s.corpus == "fer2013"][:16] for k, v in face_samples(data_dir, ("fer2013",)).items()}
+    out = bundle_with_student(shipped, tmp_path / "b", COMMITTED / f"{SERVED}.npz", cache, samples)
+    with pytest.raises(SystemExit, match="exists"):
+        bundle_with_student(shipped, out, COMMITTED / f"{SERVED}.npz", cache, samples)
+    x = resnet_input(load_faces(samples["test"], cfg, cache, list(LABEL_SETS["basic7"]))[0], cfg)
+    answers = []
+    for bundle in (load_bundle(shipped), load_bundle(out)):
+        answers.append(bundle.sessions["face_head"].run(bundle.sessions["image_features"].run(x)))
+    assert np.abs(answers[0] - answers[1]).max() < 0.02
+    assert (answers[0].argmax(1) == answers[1].argmax(1)).mean() >= 0.9

@@ -76,7 +76,7 @@ def expert_probs(checkpoint: Path, crops: np.ndarray, n_classes: int = 7) -> np.
     from trainer.face.backbone import classifier_from_checkpoint
     from trainer.face.training import predict_faces
 
-    cfg = PipelineConfig()
+    cfg = PipelineConfig()  # pixel mean and std only (the crops are given)
     return predict_faces(classifier_from_checkpoint(checkpoint, n_classes), crops, cfg.pixel_mean, cfg.pixel_std,
                          flip=True)
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         file = args.checkpoint or _Checkpoint(where, COMMITTED / f"{where.name}.npz").source()
         if file is None:
             raise SystemExit(f"no checkpoint of this recipe ({where.name}): train it first")
-        print(bundle_with_student(args.bundle_from, args.out, file, cfg, cache, samples))
+        print(bundle_with_student(args.bundle_from, args.out, file, cache, samples))
         return
     start = COMMITTED / f"{args.init_from}.npz"
     try:
@@ -175,13 +175,14 @@ def main(argv: list[str] | None = None) -> None:
         log.info("%s", e)
 
 
-def bundle_with_student(source: Path, out: Path, checkpoint: Path, cfg, cache, samples) -> Path:
+def bundle_with_student(source: Path, out: Path, checkpoint: Path, cache, samples) -> Path:
     """A copy of bundle `source` at `out` whose face expert is the student of `checkpoint`:
     the flip-averaged backbone (fp16 weights) and the softmax head exported as the build's
     `face_backbone` / `face_head` stages export them, the manifest's entries and provenance updated."""
     import shutil
 
     from service.model.manifest import Manifest
+    from service.pipeline.config import PipelineConfig
     from trainer.data import LABEL_SETS
     from trainer.face.backbone import classifier_from_checkpoint, load_faces
     from trainer.stages.face_head import head_model
@@ -195,9 +196,10 @@ def bundle_with_student(source: Path, out: Path, checkpoint: Path, cfg, cache, s
     classes = list(LABEL_SETS["basic7"])
     clf = classifier_from_checkpoint(checkpoint, len(classes))
     backbone = next(layer for layer in clf.layers if layer.name == "face_resnet_features")
+    manifest, _ = Manifest.read(source)
+    cfg = PipelineConfig.from_dict(manifest.preprocessing)
     crops = load_faces(samples["val"][:8], cfg, cache, classes)[0]
     shutil.copytree(source, out)
-    manifest, _ = Manifest.read(out)
     feats = export_onnx(flip_averaged(backbone), out / "image_features.onnx", sample_inputs=resnet_input(crops, cfg),
                         input_name="face", output_name="features", fp16_weights=True)
     kernel, bias = clf.get_layer("head_softmax").get_weights()
