@@ -73,3 +73,18 @@ def test_a_bundle_with_the_served_weights_as_student_answers_as_the_shipped_bund
         answers.append(bundle.sessions["face_head"].run(bundle.sessions["image_features"].run(x)))
     assert np.abs(answers[0] - answers[1]).max() < 0.02
     assert (answers[0].argmax(1) == answers[1].argmax(1)).mean() >= 0.9
+
+
+def test_the_model_card_names_the_teachers_and_marks_the_contaminated_columns():
+    from types import SimpleNamespace
+
+    from trainer.face.teachers import SOURCES
+    from trainer.report.writer import _face_teachers
+
+    cell = {"n": 10, "accuracy": 0.5, "uar": 0.4}
+    cols = ("val fer2013:train", "val rafdb", "test rafdb", "test fer2013:public_test", "test ckplus")
+    t = {"rows": {"zoo": {c: cell for c in cols}}, "pools": {}, "pool": "expert=1,zoo=1", "alpha": 0.5, "epochs": 3,
+         "sources": {k: {"model": v[0], "licence": v[1], "note": v[2]} for k, v in SOURCES.items()}}
+    text = "\n".join(_face_teachers(SimpleNamespace(metrics={"face_teachers": t})))
+    assert "RAF-DB val carve*" in text and "trained on RAF-DB" in text and "Apache-2.0" in text and "MIT" in text
+    assert _face_teachers(SimpleNamespace(metrics={})) == []
