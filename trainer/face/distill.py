@@ -98,24 +98,27 @@ def teacher_table(samples: Sequence, data_dir: Path = DATA_DIR, cache_root: Path
             for k in TEACHER_NAMES}
 
 
-def soft_targets_fn(pool: str, alpha: float, start: Path, cfg, cache, classes, data_dir: Path = DATA_DIR,
-                    cache_root: Path = CACHE_DIR):
-    """`targets_of(train_samples, labels)` for `trained_backbone`: alpha * one-hot +
-    (1 - alpha) * the pool's probabilities (cached per pool and starting checkpoint)."""
+def cached_expert_probs(checkpoint: Path, samples, cfg, cache, classes) -> np.ndarray:
+    """`expert_probs` of the build's crops of `samples`, cached by checkpoint and samples."""
     from trainer.cache import FeatureCache
     from trainer.face.backbone import load_faces
 
+    key = FeatureCache.key("expert-probs/v1", checkpoint.name, cfg.image_size, [(str(s.path), s.label) for s in samples])
+    return cache.get("expert_probs", key, lambda: {"p": expert_probs(
+        checkpoint, load_faces(samples, cfg, cache, classes)[0], len(classes)).astype(np.float32)})["p"]
+
+
+def soft_targets_fn(pool: str, alpha: float, start: Path, cfg, cache, classes, data_dir: Path = DATA_DIR,
+                    cache_root: Path = CACHE_DIR):
+    """`targets_of(train_samples, labels)` for `trained_backbone`: alpha * one-hot +
+    (1 - alpha) * the pool's probabilities (the expert's answers cached per checkpoint)."""
     weights = parse_pool(pool)
 
     def targets_of(samples, y):
-        def compute():
-            probs = teacher_table(samples, data_dir, cache_root)
-            if weights.get("expert"):
-                probs["expert"] = expert_probs(start, load_faces(samples, cfg, cache, classes)[0], len(classes))
-            return {"pool": log_linear(probs, weights).astype(np.float32)}
-
-        key = FeatureCache.key("distill-targets/v1", pool, str(start.name), [(str(s.path), s.label) for s in samples])
-        p = cache.get("distill_targets", key, compute)["pool"]
+        probs = teacher_table(samples, data_dir, cache_root)
+        if weights.get("expert"):
+            probs["expert"] = cached_expert_probs(start, samples, cfg, cache, classes)
+        p = log_linear(probs, weights).astype(np.float32)
         onehot = np.eye(len(classes), dtype=np.float32)[y]
         log.info("distillation targets: pool %s agrees with the label on %.1f %% of %d training faces",
                  pool, 100 * float((p.argmax(1) == y).mean()), len(y))
