@@ -72,9 +72,10 @@ class Recipe:
                                          "expert=1,zoo=1,face_api=1 (expert: the fine-tuned network's own answer; "
                                          "zoo / face_api: trainer/face/teachers.py, read from ../shared/models); "
                                          "empty: none")
-    face_distill_epochs: int = tunable(3, "epochs of that distillation (from the fine-tuned weights, cosine)")
+    face_distill_epochs: int = tunable(1, "epochs of that distillation (from the fine-tuned weights, one cosine "
+                                          "from --face-distill-lr, no warm-up)")
     face_distill_alpha: float = tunable(0.5, "weight of the hard label in the distillation target (the rest: the pool)")
-    face_distill_lr: float = tunable(0.01, "peak learning rate of the distillation (1 warm-up epoch)")
+    face_distill_lr: float = tunable(0.01, "peak learning rate of the distillation")
     face_run_minutes: float = tunable(85.0, "time budget of one face-backbone training run; a longer schedule "
                                             "resumes from its checkpoint when the build is run again")
     resnet_epochs: int = tunable(30, "epochs of ResNet-50 training (--backbone resnet50; 0 keeps "

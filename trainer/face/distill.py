@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-from", default=SERVED, help="committed checkpoint the student starts from")
     p.add_argument("--pool", default=DEFAULT_POOL, help="the teachers' pool (log-linear weights)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard label in the target")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--peak-lr", type=float, default=0.01)
     p.add_argument("--minutes", type=float, default=85.0, help="this run's time budget")
     p.add_argument("--commit-checkpoint", action="store_true",
@@ -217,7 +217,7 @@ def bundle_with_student(source: Path, out: Path, checkpoint: Path, cache, sample
     return out
 
 
-def distill_recipe(init_from: str = SERVED, pool: str = DEFAULT_POOL, alpha: float = 0.5, epochs: int = 3,
+def distill_recipe(init_from: str = SERVED, pool: str = DEFAULT_POOL, alpha: float = 0.5, epochs: int = 1,
                    peak_lr: float = 0.01, base=None):
     """The student's schedule: the fine-tuning recipe (`base`; default: the served expert's, as
     the build's `face_backbone` stage makes it), from `init_from`'s weights, towards the pool.
@@ -228,7 +228,8 @@ def distill_recipe(init_from: str = SERVED, pool: str = DEFAULT_POOL, alpha: flo
 
     if base is None:
         base = FaceRecipe.for_this_cpu(epochs=12, peak_lr=0.02, warmup_epochs=1, lowres_prob=0.3)
-    return replace(base, epochs=epochs, restarts=(), peak_lr=peak_lr, warmup_epochs=1, init_from=init_from,
+    # No warm-up: it starts from trained weights at a low rate; one cosine from peak_lr to 0.
+    return replace(base, epochs=epochs, restarts=(), peak_lr=peak_lr, warmup_epochs=0, init_from=init_from,
                    distill=pool, distill_alpha=alpha)
 
 
