@@ -88,3 +88,10 @@ def test_the_model_card_names_the_teachers_and_marks_the_contaminated_columns():
     text = "\n".join(_face_teachers(SimpleNamespace(metrics={"face_teachers": t})))
     assert "RAF-DB val carve*" in text and "trained on RAF-DB" in text and "Apache-2.0" in text and "MIT" in text
     assert _face_teachers(SimpleNamespace(metrics={})) == []
+
+
+def test_distilling_over_every_kth_face_keys_its_own_checkpoint():
+    from trainer.face.distill import distill_recipe
+
+    assert "distill_every" not in distill_recipe().key()
+    assert distill_recipe(every=3).key()["distill_every"] == 3

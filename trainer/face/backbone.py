@@ -90,7 +90,9 @@ def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cach
     if recipe.distill:
         if targets_of is None:
             raise ValueError(f"recipe distils from {recipe.distill!r}: give targets_of")
-        targets = lambda: targets_of(train, ty)  # noqa: E731 (only when an epoch remains to train)
+        k, all_y = max(1, recipe.distill_every), ty
+        targets = lambda: targets_of(train, all_y)[::k]  # noqa: E731 (only when an epoch remains to train)
+        tx, ty = tx[::k], ty[::k]
     vx, vy = load_faces(val, cfg, cache, classes)
     where = checkpoint_dir(cache_root, recipe, classes, train, val)
     log.info("face backbone: %d training faces, %d validation faces, checkpoint %s", len(ty), len(vy), where)

@@ -37,7 +37,7 @@ log = logging.getLogger("trainer.face")
 EXECUTION_ONLY = ("mixed_bfloat16", "xla")
 # Fields added after schedules were keyed: left out of the key at these values, so a
 # committed checkpoint keeps its key.
-LATER_FIELDS = {"init_from": "", "lowres_prob": 0.0, "distill": "", "distill_alpha": 0.5}
+LATER_FIELDS = {"init_from": "", "lowres_prob": 0.0, "distill": "", "distill_alpha": 0.5, "distill_every": 1}
 
 
 class TrainingPaused(RuntimeError):
@@ -70,6 +70,7 @@ class FaceRecipe:
     lowres_prob: float = 0.0             # per face: shrunk to 35-100 % of its side and back (small, blurred video faces)
     distill: str = ""                    # distillation: the teachers' pool the soft targets come from (trainer.face.distill)
     distill_alpha: float = 0.5           # ... target = alpha * hard label + (1 - alpha) * the pool's probabilities
+    distill_every: int = 1               # ... over every k-th training face (a shorter epoch on a busy CPU)
 
     def key(self) -> dict[str, Any]:
         """What the schedule computes: a checkpoint resumes under this key whatever the CPU

@@ -59,7 +59,8 @@ def _train_face_resnet(ctx: BuildContext, corpora: Corpora, checkpoints: dict[st
 
     start = checkpoint_file(root, tune, ctx.classes, samples)
     distill = distill_recipe(start.parent.name if start.name == "state.npz" else start.stem, r.face_distill_pool,
-                             r.face_distill_alpha, r.face_distill_epochs, r.face_distill_lr, base=tune)
+                             r.face_distill_alpha, r.face_distill_epochs, r.face_distill_lr, base=tune,
+                             every=r.face_distill_every)
     targets_of = soft_targets_fn(r.face_distill_pool, r.face_distill_alpha, start, ctx.cfg, ctx.cache, ctx.classes,
                                  ctx.opts.data_dir, root)
     out = trained_backbone(samples, ctx.cfg, ctx.cache, root, distill, ctx.classes, max_minutes=r.face_run_minutes,
