@@ -75,7 +75,7 @@ class Recipe:
     face_distill_epochs: int = tunable(1, "epochs of that distillation (from the fine-tuned weights, one cosine "
                                           "from --face-distill-lr, no warm-up)")
     face_distill_alpha: float = tunable(0.5, "weight of the hard label in the distillation target (the rest: the pool)")
-    face_distill_lr: float = tunable(0.01, "peak learning rate of the distillation")
+    face_distill_lr: float = tunable(0.005, "peak learning rate of the distillation")
     face_distill_every: int = tunable(1, "the distillation's epoch runs over every k-th training face (k=3: a "
                                          "third of the time, for a busy CPU)")
     face_run_minutes: float = tunable(85.0, "time budget of one face-backbone training run; a longer schedule "

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pool", default=DEFAULT_POOL, help="the teachers' pool (log-linear weights)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the hard label in the target")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--peak-lr", type=float, default=0.01)
+    p.add_argument("--peak-lr", type=float, default=0.005)
     p.add_argument("--every", type=int, default=1, help="distil over every k-th training face (a shorter epoch)")
     p.add_argument("--minutes", type=float, default=85.0, help="this run's time budget")
     p.add_argument("--commit-checkpoint", action="store_true",
@@ -225,7 +225,7 @@ def bundle_with_student(source: Path, out: Path, checkpoint: Path, cache, sample
 
 
 def distill_recipe(init_from: str = SERVED, pool: str = DEFAULT_POOL, alpha: float = 0.5, epochs: int = 1,
-                   peak_lr: float = 0.01, base=None, every: int = 1):
+                   peak_lr: float = 0.005, base=None, every: int = 1):
     """The student's schedule: the fine-tuning recipe (`base`; default: the served expert's, as
     the build's `face_backbone` stage makes it), from `init_from`'s weights, towards the pool.
     The build and this module's command give the same recipe, hence one checkpoint."""
@@ -236,6 +236,8 @@ def distill_recipe(init_from: str = SERVED, pool: str = DEFAULT_POOL, alpha: flo
     if base is None:
         base = FaceRecipe.for_this_cpu(epochs=12, peak_lr=0.02, warmup_epochs=1, lowres_prob=0.3)
     # No warm-up: it starts from trained weights at a low rate; one cosine from peak_lr to 0.
+    # 0.005: at 0.01 over every third face (2026-12-07) the student lost 0.6 points on FER2013's
+    # validation carve; at 0.005 over every face it kept the expert's 0.671 there.
     return replace(base, epochs=epochs, restarts=(), peak_lr=peak_lr, warmup_epochs=0, init_from=init_from,
                    distill=pool, distill_alpha=alpha, distill_every=every)
 
