@@ -12,23 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-
-def per_corpus(samples, probs: np.ndarray, y: np.ndarray) -> dict[str, dict[str, float]]:
-    pred = probs.argmax(1)
-    out = {}
-    corpora = np.array([s.corpus if s.corpus != "fer2013" else f"fer2013:{s.split}" for s in samples])
-    for c in sorted(set(corpora)):
-        m = corpora == c
-        yc, pc = y[m], pred[m]
-        out[c] = {"n": int(m.sum()), "accuracy": round(float((pc == yc).mean()), 4),
-                  "uar": round(float(np.mean([(pc[yc == k] == k).mean() for k in np.unique(yc)])), 4)}
-    return out
+from trainer.face.corpus_table import per_corpus  # noqa: E402
 
 
 def main() -> None:

@@ -74,6 +74,17 @@ class Recipe:
     face_finetune_lr: float = tunable(0.02, "peak learning rate of that fine-tuning (1 warm-up epoch, cosine)")
     face_lowres_prob: float = tunable(0.3, "in that fine-tuning, share of faces shrunk to 35-100 % and back "
                                            "(small and blurred faces of a video)")
+    face_distill_pool: str = tunable("", "distil a pool of pretrained teachers into the face expert after the "
+                                         "fine-tuning (issue 40): log-linear weights, e.g. "
+                                         "expert=1,zoo=1,face_api=1 (expert: the fine-tuned network's own answer; "
+                                         "zoo / face_api: trainer/face/teachers.py, read from ../shared/models); "
+                                         "empty: none")
+    face_distill_epochs: int = tunable(1, "epochs of that distillation (from the fine-tuned weights, one cosine "
+                                          "from --face-distill-lr, no warm-up)")
+    face_distill_alpha: float = tunable(0.5, "weight of the hard label in the distillation target (the rest: the pool)")
+    face_distill_lr: float = tunable(0.005, "peak learning rate of the distillation")
+    face_distill_every: int = tunable(1, "the distillation's epoch runs over every k-th training face (k=3: a "
+                                         "third of the time, for a busy CPU)")
     face_run_minutes: float = tunable(85.0, "time budget of one face-backbone training run; a longer schedule "
                                             "resumes from its checkpoint when the build is run again")
     resnet_epochs: int = tunable(30, "epochs of ResNet-50 training (--backbone resnet50; 0 keeps "

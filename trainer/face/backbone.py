@@ -79,12 +79,20 @@ def checkpoint_file(cache_root: Path, recipe: FaceRecipe, classes: list[str], sa
 
 def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cache: FeatureCache,
                      cache_root: Path, recipe: FaceRecipe, classes: list[str], max_minutes: float | None = None,
-                     init_weights: Path | None = None):
+                     init_weights: Path | None = None, targets_of=None):
     """(classifier, backbone, curve) of the face ResNet, trained or resumed from its checkpoint.
     A fine-tuning recipe (`init_from`) starts from `init_weights` (default: the committed
-    checkpoint named `init_from`)."""
+    checkpoint named `init_from`). `targets_of(train_samples, labels)`: the soft targets of a
+    distillation recipe (`recipe.distill`), e.g. `trainer.face.distill.soft_targets`."""
     train, val = ordered_faces(samples["train"]), ordered_faces(samples["val"])
     tx, ty = load_faces(train, cfg, cache, classes)
+    targets = None
+    if recipe.distill:
+        if targets_of is None:
+            raise ValueError(f"recipe distils from {recipe.distill!r}: give targets_of")
+        k, all_y = max(1, recipe.distill_every), ty
+        targets = lambda: targets_of(train, all_y)[::k]  # noqa: E731 (only when an epoch remains to train)
+        tx, ty = tx[::k], ty[::k]
     vx, vy = load_faces(val, cfg, cache, classes)
     where = checkpoint_dir(cache_root, recipe, classes, train, val)
     log.info("face backbone: %d training faces, %d validation faces, checkpoint %s", len(ty), len(vy), where)
@@ -98,7 +106,8 @@ def trained_backbone(samples: dict[str, list[Sample]], cfg: PipelineConfig, cach
                                pixel_std=cfg.pixel_std, max_minutes=max_minutes,
                                seed_checkpoint=COMMITTED / f"{where.name}.npz", extends_from=extends_from,
                                init_weights=init_weights or (COMMITTED / f"{recipe.init_from}.npz"
-                                                             if recipe.init_from else None))
+                                                             if recipe.init_from else None),
+                               targets=targets)
 
 
 def classifier_from_checkpoint(file: Path, n_classes: int, recipe: FaceRecipe | None = None):

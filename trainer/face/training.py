@@ -37,7 +37,7 @@ log = logging.getLogger("trainer.face")
 EXECUTION_ONLY = ("mixed_bfloat16", "xla")
 # Fields added after schedules were keyed: left out of the key at these values, so a
 # committed checkpoint keeps its key.
-LATER_FIELDS = {"init_from": "", "lowres_prob": 0.0}
+LATER_FIELDS = {"init_from": "", "lowres_prob": 0.0, "distill": "", "distill_alpha": 0.5, "distill_every": 1}
 
 
 class TrainingPaused(RuntimeError):
@@ -68,6 +68,9 @@ class FaceRecipe:
     restart_lr: float = 0.01             # ... each from this rate down to 0
     init_from: str = ""                  # fine-tuning: the checkpoint (committed key) whose weights start it
     lowres_prob: float = 0.0             # per face: shrunk to 35-100 % of its side and back (small, blurred video faces)
+    distill: str = ""                    # distillation: the teachers' pool the soft targets come from (trainer.face.distill)
+    distill_alpha: float = 0.5           # ... target = alpha * hard label + (1 - alpha) * the pool's probabilities
+    distill_every: int = 1               # ... over every k-th training face (a shorter epoch on a busy CPU)
 
     def key(self) -> dict[str, Any]:
         """What the schedule computes: a checkpoint resumes under this key whatever the CPU
@@ -173,7 +176,9 @@ def _datasets(train_x: np.ndarray, train_y: np.ndarray, recipe: FaceRecipe, pixe
         return _normalise(x, pixel_mean, pixel_std), y
 
     order = np.random.default_rng(recipe.seed * 1000 + epoch_seed).permutation(len(train_y))
-    ds = tf.data.Dataset.from_tensor_slices((train_x[order], train_y[order].astype(np.int32)))
+    # One-hot labels as int32 (as every committed schedule trained); soft targets stay float.
+    targets = train_y[order].astype(np.float32 if recipe.distill else np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((train_x[order], targets))
     return ds.batch(recipe.batch_size, drop_remainder=True).map(
         prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
@@ -335,14 +340,17 @@ def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndar
                         n_classes: int, recipe: FaceRecipe, checkpoint_dir: Path, *,
                         pixel_mean: float = 127.5, pixel_std: float = 127.5,
                         max_minutes: float | None = None, seed_checkpoint: Path | None = None,
-                        extends_from: "_Checkpoint | None" = None, init_weights: Path | None = None):
+                        extends_from: "_Checkpoint | None" = None, init_weights: Path | None = None,
+                        targets=None):
     """Train (or resume) the face ResNet; returns (classifier, backbone, curve), both models
     in float32 (the weights of a mixed-precision run copied into a float32 build, which is
     what gets exported). Raises TrainingPaused when `max_minutes` ends the run early.
     `extends_from`: the checkpoint of a schedule that a recipe with warm restarts continues
     (the same schedule up to that one's end), used when `checkpoint_dir` (and
     `seed_checkpoint`) hold nothing yet. `init_weights`: the checkpoint file a fine-tuning
-    recipe (`init_from`) starts from, weights only."""
+    recipe (`init_from`) starts from, weights only. `targets`: [n, classes] probabilities to
+    train towards instead of the one-hot labels (distillation's soft targets), or a function
+    giving them, called only when an epoch remains to train (a finished checkpoint needs none)."""
     import keras
 
     from trainer.models.face_resnet import build_face_backbone, build_face_classifier
@@ -374,7 +382,10 @@ def train_face_backbone(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndar
             raise TrainingPaused(f"face backbone paused after epoch {epoch} of {recipe.total_epochs} "
                                  f"(run budget {max_minutes:.0f} min); run the same command again to resume")
         t0 = time.perf_counter()
-        ds = _datasets(train_x, onehot[train_y], recipe, pixel_mean, pixel_std, epoch)
+        if callable(targets):
+            targets = targets()
+        ds = _datasets(train_x, onehot[train_y] if targets is None else targets.astype(np.float32), recipe,
+                       pixel_mean, pixel_std, epoch)
         hist = model.fit(ds, epochs=1, verbose=0)
         val_acc = accuracy(model, val_x, val_y, pixel_mean, pixel_std)
         epoch_min = (time.perf_counter() - t0) / 60

@@ -321,11 +321,31 @@ def _pretrained(manifest: Manifest) -> list[str]:
     return ["", "Pretrained weights in this bundle:", ""] + [f"- `{role}`: {source}" for role, source in given.items()]
 
 
+def _face_teachers(manifest: Manifest) -> list[str]:
+    """The distilled face expert per corpus beside the fine-tuned one, its teachers and their
+    pools (trainer/face/corpus_table.py), and the teachers' sources and licences."""
+    t = manifest.metrics.get("face_teachers")
+    if not t:
+        return []
+    from trainer.face.corpus_table import markdown
+
+    lines = ["", "## The face expert and its teachers, per corpus", "",
+             f"Distilled for {t['epochs']} epochs from the fine-tuned expert towards {t['alpha']:g} × the hard label + "
+             f"{1 - t['alpha']:g} × the pool `{t['pool']}` (log-linear; `expert`: the fine-tuned network's own "
+             "answer). Accuracy / UAR; everyone flip-averaged but the zoo model (once a face); pool weights "
+             "chosen on FER2013's validation carve. **\\*: the zoo model was trained on RAF-DB's official train "
+             "split, from which the RAF-DB carves are cut: its figures there, and those of any pool holding it, "
+             "are on faces it trained on.** face-api's training data is not documented.", "", markdown(t), "",
+             "| teacher | source | licence | note |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['model']} | {v['licence']} | {v['note']} |" for k, v in t["sources"].items()]
+    return lines
+
+
 def write_report(bundle_dir: Path, manifest: Manifest) -> None:
     (bundle_dir / "metrics.json").write_text(json.dumps(manifest.metrics, indent=2) + "\n")
     lines = (_header(manifest) + _served_clips(manifest) + _cross_corpus(manifest) + _headline(manifest)
              + _test_tables(manifest)
-             + _calibration_table(manifest) + _face_tables(manifest)
+             + _calibration_table(manifest) + _face_tables(manifest) + _face_teachers(manifest)
              + _selection_tables(manifest) + _paper_tables(manifest) + _detector_card(manifest)
              + _training_data(manifest))
     if manifest.report_figures:

@@ -29,12 +29,15 @@ class FaceBackbone:
     fer_public_test: dict[str, Any]             # ours (+ the fer peer) on FER2013 public_test alone
     learning_curve: list[dict[str, Any]] = field(default_factory=list)
     ort_ms_per_face: dict[str, float] = field(default_factory=dict)
+    teachers: dict[str, Any] = field(default_factory=dict)  # a distilling build: trainer.face.corpus_table
 
 
-def _train_face_resnet(ctx: BuildContext, corpora: Corpora):
+def _train_face_resnet(ctx: BuildContext, corpora: Corpora, checkpoints: dict[str, Any]):
     """The base schedule on `face_base_corpora` (FER2013 + CK+: the committed checkpoints),
     then, with `face_finetune_epochs`, a fine-tuning schedule on every face corpus from its
-    weights (RAF-DB's real-world photos beside FER2013's grey crops)."""
+    weights (RAF-DB's real-world photos beside FER2013's grey crops), then, with
+    `face_distill_pool`, a distillation from the fine-tuned weights towards a pool of teachers
+    (trainer/face/distill.py); `checkpoints` gets the files of the last two (for the report)."""
     r = ctx.recipe
     base = FaceRecipe.for_this_cpu(image_size=ctx.cfg.image_size, epochs=r.face_epochs, seed=r.seed,
                                    batch_size=FaceRecipe.batch_size, restarts=tuple(r.face_restarts))
@@ -48,8 +51,23 @@ def _train_face_resnet(ctx: BuildContext, corpora: Corpora):
     tune = replace(base, epochs=r.face_finetune_epochs, restarts=(), peak_lr=r.face_finetune_lr, warmup_epochs=1,
                    init_from=start.parent.name if start.name == "state.npz" else start.stem,
                    lowres_prob=r.face_lowres_prob)
-    return trained_backbone(samples, ctx.cfg, ctx.cache, root, tune, ctx.classes, max_minutes=r.face_run_minutes,
-                            init_weights=start)
+    tuned = trained_backbone(samples, ctx.cfg, ctx.cache, root, tune, ctx.classes, max_minutes=r.face_run_minutes,
+                             init_weights=start)
+    if not r.face_distill_pool:
+        return tuned
+    from trainer.face.distill import distill_recipe, soft_targets_fn
+
+    start = checkpoint_file(root, tune, ctx.classes, samples)
+    distill = distill_recipe(start.parent.name if start.name == "state.npz" else start.stem, r.face_distill_pool,
+                             r.face_distill_alpha, r.face_distill_epochs, r.face_distill_lr, base=tune,
+                             every=r.face_distill_every)
+    targets_of = soft_targets_fn(r.face_distill_pool, r.face_distill_alpha, start, ctx.cfg, ctx.cache, ctx.classes,
+                                 ctx.opts.data_dir, root)
+    out = trained_backbone(samples, ctx.cfg, ctx.cache, root, distill, ctx.classes, max_minutes=r.face_run_minutes,
+                           init_weights=start, targets_of=targets_of)
+    checkpoints.update({"fine-tuned": start,
+                        "distilled (served)": checkpoint_file(root, distill, ctx.classes, samples)})
+    return out
 
 
 def _train_resnet50(ctx: BuildContext, corpora: Corpora, crops: dict[str, np.ndarray], y: dict[str, np.ndarray]):
@@ -95,8 +113,9 @@ def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
     cfg, classes = ctx.cfg, ctx.classes
     faces = {k: load_faces(corpora.faces[k], cfg, ctx.cache, classes) for k in SPLITS}
     crops, y = {k: v[0] for k, v in faces.items()}, {k: v[1] for k, v in faces.items()}
+    checkpoints = {}
     if ctx.recipe.backbone == "face_resnet":
-        clf, backbone, curve = _train_face_resnet(ctx, corpora)
+        clf, backbone, curve = _train_face_resnet(ctx, corpora, checkpoints)
     elif ctx.recipe.backbone == "resnet50":
         clf, backbone, curve = _train_resnet50(ctx, corpora, crops, y)
     else:
@@ -115,6 +134,7 @@ def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
                     y["test"][is_fer], peer_face_probs(ctx.opts.peer_face_model, crops["test"][is_fer], classes), classes)
         log.info("face classifier on the test faces: accuracy %.4f; FER2013 public_test: %s", test_metrics["accuracy"],
                  {k: round(v["accuracy"], 4) for k, v in fer.items()})
+    teachers = _teacher_table(ctx, corpora, checkpoints) if checkpoints else {}
     if ctx.recipe.face_flip_average:
         backbone = flip_averaged(backbone)
     export = export_onnx(backbone, ctx.staging / "image_features.onnx",
@@ -122,7 +142,22 @@ def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
                          output_name="features", fp16_weights=ctx.recipe.fp16_backbone)
     kernel, bias = clf.get_layer("head_softmax").get_weights()
     return FaceBackbone(export, ctx.recipe.backbone, {"kernel": kernel, "bias": bias}, test_metrics, fer, curve,
-                        {k: round(v, 3) for k, v in ort_ms_per_item({"backbone": export.path})["backbone"].items()})
+                        {k: round(v, 3) for k, v in ort_ms_per_item({"backbone": export.path})["backbone"].items()},
+                        teachers)
+
+
+def _teacher_table(ctx: BuildContext, corpora: Corpora, checkpoints: dict[str, Any]) -> dict[str, Any]:
+    """The distilled expert per corpus beside the fine-tuned one, the teachers and their pools
+    (trainer/face/corpus_table.py), with the teachers' sources and licences: the model card's."""
+    from trainer.face.corpus_table import corpus_table
+    from trainer.face.teachers import SOURCES
+
+    root = ctx.opts.cache_dir.parent if ctx.opts.cache_dir else ctx.staging / ".face_backbone"
+    samples = {k: ordered_faces(corpora.faces[k]) for k in SPLITS}
+    table = corpus_table(samples, ctx.cfg, ctx.cache, checkpoints, ctx.opts.data_dir, root)
+    r = ctx.recipe
+    return {**table, "pool": r.face_distill_pool, "alpha": r.face_distill_alpha, "epochs": r.face_distill_epochs,
+            "sources": {k: {"model": v[0], "licence": v[1], "note": v[2]} for k, v in SOURCES.items()}}
 
 
 @stage_output
