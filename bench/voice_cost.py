@@ -24,9 +24,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.audio_cost import speech  # noqa: E402
+from audio_cost import speech  # noqa: E402  (bench/ is on sys.path: this script's folder)
 from service.model.bundle import load_bundle, open_session  # noqa: E402
 from service.pipeline import audio, voice  # noqa: E402
+from service.pipeline.config import PipelineConfig  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -45,14 +46,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=Path("models/default"))
     ap.add_argument("--extra", type=Path, nargs="*", default=[], help="other encoder exports to time beside it")
+    ap.add_argument("--encoder", type=Path, help="time this export (with --layers) instead of a bundle's")
+    ap.add_argument("--layers", default="3", help="the hidden states --encoder returns")
     ap.add_argument("--seconds", default="2,4,10,30,60")
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
-    bundle = load_bundle(args.bundle, ["CPUExecutionProvider"], threads=1, roles=("voice_encoder",))
-    cfg = bundle.config
-    if not cfg.voice_encoder:
-        raise SystemExit(f"{args.bundle} has no speech encoder")
-    encoders = {f"bundle (layers {cfg.voice_layers})": (bundle.encode_voice, cfg)}
+    if args.encoder:
+        cfg = PipelineConfig(audio_features="rich", n_mels=64, speech_gate_db=35.0, voice_encoder="whisper-tiny.en",
+                             voice_layers=args.layers)
+        run = open_session(args.encoder, "voice_encoder", ["CPUExecutionProvider"], threads=1).run
+        encoders = {f"{args.encoder.name} (layers {cfg.voice_layers})": (run, cfg)}
+    else:
+        bundle = load_bundle(args.bundle, ["CPUExecutionProvider"], threads=1, roles=("voice_encoder",))
+        cfg = bundle.config
+        if not cfg.voice_encoder:
+            raise SystemExit(f"{args.bundle} has no speech encoder")
+        encoders = {f"bundle (layers {cfg.voice_layers})": (bundle.encode_voice, cfg)}
     for path in args.extra:
         sess = open_session(path, "voice_encoder", ["CPUExecutionProvider"], threads=1)
         width = sess.session.get_outputs()[0].shape[-1]

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m trainer.stages.cross_corpus --bundle DIR`: add (or redo) the cross-corpus table
     of a bundle already built, with its own preprocessing, as the build's last stage would."""
     import argparse
+    import json
     import logging
 
     from trainer.cache import FeatureCache
@@ -54,11 +55,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=DATA_DIR)
     p.add_argument("--cache", type=Path, default=CACHE_DIR / "features")
     p.add_argument("--variants", default=",".join(Recipe.for_profile("default").cross_corpus_variants))
+    p.add_argument("--rows", type=Path, help="rows computed earlier by `--save` with the same preprocessing")
+    p.add_argument("--save", type=Path, help="also write the rows (with the preprocessing they were computed with)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    manifest, _ = Manifest.read(args.bundle)
-    cfg = PipelineConfig.from_dict(manifest.preprocessing)
-    rows = study_rows(args.data, FeatureCache(args.cache), "test", cfg, args.variants.split(","))
+    manifest, _ = Manifest.read(args.bundle) if (args.bundle / "manifest.json").is_file() else (None, None)
+    cfg = PipelineConfig.from_dict(manifest.preprocessing if manifest else {})
+    if manifest is None:  # rows for a bundle still being built: the default recipe's preprocessing
+        from trainer.build import pipeline_config
+        from trainer.recipe import BuildOptions
+        cfg = pipeline_config(BuildOptions(data_dir=args.data, out_dir=args.bundle, recipe=Recipe.for_profile("default")))
+    if args.rows:
+        saved = json.loads(args.rows.read_text())
+        if saved["preprocessing"] != cfg.to_dict():
+            raise SystemExit(f"{args.rows} was computed with other preprocessing than {args.bundle}'s")
+        rows = saved["rows"]
+    else:
+        rows = study_rows(args.data, FeatureCache(args.cache), "test", cfg, args.variants.split(","))
+    if args.save:
+        args.save.write_text(json.dumps({"preprocessing": cfg.to_dict(), "rows": rows}, indent=1))
+    if manifest is None:
+        return
     updated = with_cross_corpus(manifest, CrossCorpus(rows))
     updated.write(args.bundle)
     write_report(args.bundle, updated)
