@@ -195,10 +195,9 @@ def bundle_with_student(source: Path, out: Path, checkpoint: Path, cache, sample
     from service.pipeline.config import PipelineConfig
     from trainer.data import LABEL_SETS
     from trainer.face.backbone import classifier_from_checkpoint, load_faces
-    from trainer.stages.face_head import head_model
     from service.pipeline.visual import resnet_input
     from trainer.export import export_onnx
-    from trainer.stages.faces import flip_averaged
+    from trainer.face.graphs import flip_averaged, head_model
 
     source, out = Path(source).resolve(), Path(out).resolve()
     if out.exists():

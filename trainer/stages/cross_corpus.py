@@ -59,12 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--save", type=Path, help="also write the rows (with the preprocessing they were computed with)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    manifest, _ = Manifest.read(args.bundle) if (args.bundle / "manifest.json").is_file() else (None, None)
-    cfg = PipelineConfig.from_dict(manifest.preprocessing if manifest else {})
-    if manifest is None:  # rows for a bundle still being built: the default recipe's preprocessing
-        from trainer.build import pipeline_config
-        from trainer.recipe import BuildOptions
-        cfg = pipeline_config(BuildOptions(data_dir=args.data, out_dir=args.bundle, recipe=Recipe.for_profile("default")))
+    manifest, _ = Manifest.read(args.bundle)
+    cfg = PipelineConfig.from_dict(manifest.preprocessing)
     if args.rows:
         saved = json.loads(args.rows.read_text())
         if saved["preprocessing"] != cfg.to_dict():
@@ -74,8 +70,6 @@ def main(argv: list[str] | None = None) -> None:
         rows = study_rows(args.data, FeatureCache(args.cache), "test", cfg, args.variants.split(","))
     if args.save:
         args.save.write_text(json.dumps({"preprocessing": cfg.to_dict(), "rows": rows}, indent=1))
-    if manifest is None:
-        return
     updated = with_cross_corpus(manifest, CrossCorpus(rows))
     updated.write(args.bundle)
     write_report(args.bundle, updated)

@@ -17,19 +17,9 @@ import numpy as np
 from service.model.calibration import confidence_pool
 from service.pipeline.fusion import face_rows
 from trainer.export import ExportResult, export_onnx
+from trainer.face.graphs import head_model
 from trainer.stages import BuildContext, stage_output
 from trainer.stages.faces import FaceBackbone, FaceFeatures
-
-
-def head_model(kernel: np.ndarray, bias: np.ndarray):
-    """A Keras model: features [n, D] -> softmax probabilities [n, C], with the given layer."""
-    import keras
-
-    inp = keras.Input(shape=(kernel.shape[0],), dtype="float32", name="features")
-    dense = keras.layers.Dense(kernel.shape[1], activation="softmax", name="face_softmax")
-    model = keras.Model(inp, dense(inp), name="face_head")
-    dense.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-    return model
 
 
 def face_head_view(head, data: dict[str, np.ndarray], cfg) -> tuple[np.ndarray, np.ndarray]:

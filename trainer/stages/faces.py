@@ -11,6 +11,7 @@ import numpy as np
 from service.pipeline.visual import resnet_input, thumbnails
 from trainer.export import ExportResult, export_onnx, ort_ms_per_item
 from trainer.face.backbone import checkpoint_file, load_faces, ordered_faces, trained_backbone
+from trainer.face.graphs import flip_averaged
 from trainer.face.peer import peer_face_probs
 from trainer.face.training import FaceRecipe, predict_faces
 from trainer.report.metrics import metrics
@@ -96,17 +97,6 @@ def _train_resnet50(ctx: BuildContext, corpora: Corpora, crops: dict[str, np.nda
         trained = ctx.cache.get("resnet50", key, fit)
         clf.set_weights([trained[k] for k in sorted(trained)])
     return clf, backbone, []
-
-
-def flip_averaged(backbone):
-    """The backbone's features averaged over each face and its mirror image, as one graph:
-    the trainer's pairs and the service then share it with no change to the pipeline."""
-    import keras
-
-    face = keras.Input(backbone.input_shape[1:], name="face")
-    mirrored = keras.layers.Lambda(lambda x: keras.ops.flip(x, axis=2), name="mirror")(face)
-    features = keras.layers.Average(name="flip_average")([backbone(face), backbone(mirrored)])
-    return keras.Model(face, features, name=f"{backbone.name}_flip_averaged")
 
 
 def face_backbone(ctx: BuildContext, corpora: Corpora) -> FaceBackbone:
