@@ -31,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 
+from service.run.processes import cpu_s, descendants_titled
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 
@@ -49,35 +51,6 @@ def make_folder(root: Path, data: Path, n: int) -> Path:
         src = ravdess[i % len(ravdess)]
         (folder / f"r{i:04d}-{src.name}").symlink_to(src)
     return folder
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def descendants_titled(title: bytes) -> list[int]:
-    """This process's descendants whose command line holds `title` (b"": all of them)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if title not in (entry / "cmdline").read_bytes():
-                continue
-            pid = int(entry.name)
-            while pid > 1:
-                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                if pid == os.getpid():
-                    pids.append(int(entry.name))
-                    break
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
 
 
 class Sampler(threading.Thread):

@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from audio_cost import speech  # noqa: E402  (bench/ is on sys.path: this script's folder)
 from service.model.bundle import load_bundle, open_session  # noqa: E402
+from service.model.manifest import Manifest  # noqa: E402
 from service.pipeline import audio, voice  # noqa: E402
 from service.pipeline.config import PipelineConfig  # noqa: E402
 
@@ -52,8 +53,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     if args.encoder:
-        cfg = PipelineConfig(audio_features="rich", n_mels=64, speech_gate_db=35.0, voice_encoder="whisper-tiny.en",
-                             voice_layers=args.layers)
+        # The front end of --bundle (its audio preprocessing), with this export's layers.
+        cfg = replace(PipelineConfig.from_dict(Manifest.read(args.bundle)[0].preprocessing),
+                      voice_encoder="whisper-tiny.en", voice_layers=args.layers)
         run = open_session(args.encoder, "voice_encoder", ["CPUExecutionProvider"], threads=1).run
         encoders = {f"{args.encoder.name} (layers {cfg.voice_layers})": (run, cfg)}
     else:

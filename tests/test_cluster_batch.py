@@ -21,6 +21,8 @@ import pytest
 from conftest import REPO_ROOT, corpus_dir, free_port, running_server
 from hostile import HOSTILE_LIMITS, cases
 
+from service.run.processes import descendants_titled
+
 pytest.importorskip("ray", reason="the cluster extra is not installed (scripts/install.sh cpu,dev,cluster)")
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -170,22 +172,7 @@ def test_schema_is_documented_and_typed(archive):
 def _our_map_workers() -> list[int]:
     """Pids of this test's Ray Data actors (Ray titles them MapWorker(...)), descendants of
     this process: another program's Ray processes are never touched."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if b"MapWorker(MapBatches(Scorer))" not in (entry / "cmdline").read_bytes():
-                continue
-            pid = int(entry.name)
-            while pid > 1:  # up the parents to this process
-                pid = int((Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]))
-                if pid == os.getpid():
-                    pids.append(int(entry.name))
-                    break
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
+    return descendants_titled(b"MapWorker(MapBatches(Scorer))")
 
 
 def test_an_actor_killed_mid_run_loses_and_doubles_nothing(ray_cluster, tmp_path):

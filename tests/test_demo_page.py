@@ -5,6 +5,7 @@ Screenshots are saved under tests/artifacts/ (ignored by git) as test artifacts.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -48,20 +49,26 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+@contextlib.contextmanager
+def chromium(profile: Path, *extra_flags: str):
+    """A headless Chromium driven by the system's chromedriver, named: Selenium Manager (which
+    would download one) never runs."""
     options = Options()
     options.binary_location = CHROMIUM
-    for flag in FLAGS:
+    for flag in (*FLAGS, *extra_flags, f"--user-data-dir={profile}"):
         options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    # The system's chromedriver, named: Selenium Manager (which would download one) never runs.
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     try:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        yield driver
 
 
 def screenshot(driver, name: str) -> Path:
@@ -247,20 +254,9 @@ def fake_devices(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture
 def live_browser(tmp_path, fake_devices):
     y4m, wav = fake_devices
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--use-file-for-fake-video-capture={y4m}")
-    options.add_argument(f"--use-file-for-fake-audio-capture={wav}")
-    options.add_argument("--autoplay-policy=no-user-gesture-required")
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium(tmp_path / "profile", f"--use-file-for-fake-video-capture={y4m}",
+                  f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_live_mode_rolling_updates_from_a_fake_camera_and_microphone(live_browser, server, classes):

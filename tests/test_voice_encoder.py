@@ -105,6 +105,18 @@ def test_onnx_output_equals_ctranslate2s_own_encoder(weights, all_layers_encoder
     assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
 
 
+def test_layer_export_cut_from_the_all_layers_one_gives_its_states(weights, all_layers_encoder, tmp_path):
+    """A build's encoder for some layers is cut from the cached all-layers export (no second
+    conversion): the same states, bit for bit, and none of the deeper blocks' weights."""
+    from service.model.bundle import open_session
+    cached = whisper.all_layers_export(REPO_ROOT / ".cache" / "whisper")
+    export = whisper.export_encoder(weights, (1, 2), tmp_path / "enc.onnx", all_layers_onnx=cached)
+    mel = voice.log_mel(audio.track_of(_ravdess_clip(), CFG), CFG)
+    got = open_session(export.path, "voice_encoder", ["CPUExecutionProvider"], 1).run(mel[None])[0]
+    np.testing.assert_array_equal(got, all_layers_encoder(mel[None])[0][:, 384:3 * 384])
+    assert export.size_bytes < 0.6 * cached.stat().st_size and export.max_abs_diff <= export.tolerance
+
+
 # ----------------------------------------------------------------------------- front end and windows
 
 def _whisper_log_mel(signal: np.ndarray) -> np.ndarray:

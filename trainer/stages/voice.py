@@ -10,6 +10,7 @@ from service.pipeline.config import PipelineConfig
 from trainer.export import ExportResult
 from trainer.stages import BuildContext, log, stage_output
 from trainer.voice import whisper
+from trainer.voice.features import voice_encoder_folder
 
 
 @stage_output
@@ -35,7 +36,9 @@ def voice_encoder(ctx: BuildContext) -> VoiceEncoder:
     if not cfg.voice_encoder:
         return VoiceEncoder(None)
     weights = require_voice_encoder(cfg)
-    export = whisper.export_encoder(weights, cfg.voice_layer_list, ctx.staging / "voice_encoder.onnx")
+    cached = whisper.all_layers_export(voice_encoder_folder())  # written when the features were pooled
+    export = whisper.export_encoder(weights, cfg.voice_layer_list, ctx.staging / "voice_encoder.onnx",
+                                    all_layers_onnx=cached if cached.is_file() else None)
     log.info("voice encoder: layers %s, %.1f MB, max |ONNX - numpy| %.1e", cfg.voice_layers,
              export.size_bytes / 1e6, export.max_abs_diff)
     return VoiceEncoder(export)

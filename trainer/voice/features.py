@@ -76,7 +76,7 @@ def _cache_key(sample: Sample, cfg: PipelineConfig) -> str:
     return FeatureCache.key(*version, file_key(sample.path), {k: getattr(cfg, k) for k in _PARAMS})
 
 
-def _voice_encoder_folder() -> str:
+def voice_encoder_folder() -> str:
     """Where the trainer keeps its all-layers export of the speech encoder."""
     from trainer.paths import CACHE_DIR
     return str(CACHE_DIR / "whisper")
@@ -89,7 +89,7 @@ def _pack(track: audio.AudioTrack, cfg: PipelineConfig) -> dict[str, np.ndarray]
     out = {"features": feats, "times": times, "energy_db": energy,
            "duration": np.float64(track.n_samples / cfg.sample_rate)}
     if cfg.voice_encoder:
-        out["voice"] = voice.embedding(track, whisper.all_layers(cfg), whisper.states_encoder(_voice_encoder_folder()))
+        out["voice"] = voice.embedding(track, whisper.all_layers(cfg), whisper.states_encoder(voice_encoder_folder()))
     return out
 
 

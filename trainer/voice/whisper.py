@@ -222,17 +222,57 @@ def encoder_function(w: EncoderWeights, layers: Sequence[int], input_name: str =
     return encode, signature
 
 
-def export_encoder(w: EncoderWeights, layers: Sequence[int], out: Path, *, opset: int = 17,
-                   input_name: str = "log_mel", output_name: str = "states"):
-    """Write the encoder for `layers` to `out` (ONNX, float16 weights) and check it against the
-    numpy reference on a few windows; returns the trainer's `ExportResult`."""
-    import onnx
+def _converted(w: EncoderWeights, layers: Sequence[int], opset: int, input_name: str, output_name: str):
     import tf2onnx
-
-    from trainer.export import ExportResult, check_parity, convert_weights_to_fp16, open_session, sha256_file
 
     fn, signature = encoder_function(w, layers, input_name, output_name)
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=opset)
+    return proto
+
+
+def _cut_from_all(all_layers_onnx: Path, layers: Sequence[int], input_name: str, output_name: str):
+    """The all-layers export cut down to `layers`: its final Concat takes only their states, and
+    the nodes and weights nothing reads any more (the deeper blocks) are dropped. The same graph
+    tf2onnx would write for `layers` (the parity check below holds it to the reference either
+    way), without another conversion (~40 s). None when the file is not such an export."""
+    import onnx
+
+    proto = onnx.load(str(all_layers_onnx))
+    graph = proto.graph
+    concat = graph.node[-1]
+    if (concat.op_type != "Concat" or list(concat.output) != [output_name] or len(graph.output) != 1
+            or len(concat.input) != len(ALL_LAYERS) or graph.input[0].name != input_name):
+        return None
+    kept_inputs = [concat.input[i] for i in layers]
+    del concat.input[:]
+    concat.input.extend(kept_inputs)
+    needed, kept = {output_name}, []
+    for node in reversed(graph.node):  # nodes are topologically sorted: walk back from the output
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    kept.reverse()
+    del graph.node[:]
+    graph.node.extend(kept)
+    weights = [t for t in graph.initializer if t.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(weights)
+    return proto
+
+
+def export_encoder(w: EncoderWeights, layers: Sequence[int], out: Path, *, opset: int = 17,
+                   input_name: str = "log_mel", output_name: str = "states", all_layers_onnx: Path | None = None):
+    """Write the encoder for `layers` to `out` (ONNX, float16 weights) and check it against the
+    numpy reference on a few windows; returns the trainer's `ExportResult`. With
+    `all_layers_onnx` (an export of `ALL_LAYERS` by this function), cut from it instead of
+    converting again."""
+    import onnx
+
+    from trainer.export import ExportResult, check_parity, convert_weights_to_fp16, open_session, sha256_file
+
+    proto = _cut_from_all(all_layers_onnx, layers, input_name, output_name) if all_layers_onnx else None
+    if proto is None:
+        proto = _converted(w, layers, opset, input_name, output_name)
     batch, time_axis, _ = proto.graph.input[0].type.tensor_type.shape.dim
     batch.Clear()
     batch.dim_value = 1
@@ -283,11 +323,16 @@ def select_layers(pooled_all: np.ndarray, cfg: PipelineConfig) -> np.ndarray:
 _EXPORT_LOCK = threading.Lock()
 
 
+def all_layers_export(folder: str | Path) -> Path:
+    """Where `states_encoder(folder)` keeps its export of every hidden state."""
+    return Path(folder) / f"encoder-all-{MODEL_BIN_SHA256[:12]}.onnx"
+
+
 @lru_cache(maxsize=2)
 def _states_session(folder: str):
     from trainer.export import open_session
 
-    path = Path(folder) / f"encoder-all-{MODEL_BIN_SHA256[:12]}.onnx"
+    path = all_layers_export(folder)
     if not path.is_file():
         tmp = path.with_suffix(".tmp.onnx")
         export_encoder(EncoderWeights.read(), ALL_LAYERS, tmp)
