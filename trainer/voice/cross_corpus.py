@@ -13,7 +13,7 @@ and is scored on:
   over the 7 classes and restricted to its 4.
 `--split test` trains on actors 1-16 and scores actors 17-20 instead of 15-16 (final figures).
 
-    python -m trainer.voice.cross_corpus --variants plain,aug4 [--split val]
+    python -m trainer.voice.cross_corpus --variants plain,aug4 [--split val] [--voice-layers 0,3]
 """
 from __future__ import annotations
 
@@ -194,10 +194,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=CACHE_DIR / "features")
     ap.add_argument("--split", choices=("val", "test"), default="val")
     ap.add_argument("--variants", default="plain,aug4")
+    ap.add_argument("--voice-layers", help="the encoder states pooled (default: the shipped bundle's)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "voice_cross_corpus.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    study = Study(args.data, FeatureCache(args.cache), args.split, bundle_config())
+    cfg = bundle_config()
+    if args.voice_layers:
+        cfg = replace(cfg, voice_layers=args.voice_layers)
+    study = Study(args.data, FeatureCache(args.cache), args.split, cfg)
     rows = []
     for name in args.variants.split(","):
         rows.append(study.run(name, VARIANTS[name]))
