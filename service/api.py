@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
@@ -124,11 +125,17 @@ class Predictor:
         `voice_adaptation`: from `fit_voice_adaptation` (the answer says so)."""
         if isinstance(source, (str, os.PathLike)):
             return self._predict_path(Path(source), timeline, segment_s, budget, voice_adaptation)
+        with self._spooled(source) as dest:
+            return self._predict_path(dest, timeline, segment_s, budget, voice_adaptation)
+
+    @contextmanager
+    def _spooled(self, source: bytes | bytearray | memoryview | BinaryIO) -> Iterator[Path]:
+        """`source` written to a temporary file under the upload limit, removed afterwards."""
         workdir = Path(tempfile.mkdtemp(prefix="emotion-", dir=self.settings.tmp_dir))
         try:
             dest = workdir / "upload"  # as the service spools it: the name plays no part
             self._spool(source, dest)
-            return self._predict_path(dest, timeline, segment_s, budget, voice_adaptation)
+            yield dest
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -181,6 +188,16 @@ class Predictor:
             return self._predict_path(Path(path), timeline, segment_s, budget, voice_adaptation)
         return self._map_files(paths, workers, job)
 
+    def voice_of(self, source: str | os.PathLike | BinaryIO, budget: Budget | None = None) -> np.ndarray | None:
+        """The utterance block of a file's voice (a path, or a binary file object spooled as an
+        upload), as `predict` computes it; None when it has no usable voice. What a batch's
+        voice statistics are gathered from (`fit_voice_adaptation`, `emotion-av batch --adapt-voice`)."""
+        limits = self.settings.media_limits()
+        if isinstance(source, (str, os.PathLike)):
+            return voice_utterance(self.bundle, self._checked(Path(source)), limits, budget)
+        with self._spooled(source) as dest:
+            return voice_utterance(self.bundle, dest, limits, budget)
+
     def fit_voice_adaptation(self, paths: Iterable[str | os.PathLike], *, workers: int = 1,
                              source: str = "batch") -> VoiceAdaptation:
         """The voice's normalisation adapted to these recordings (one setup: a folder, an archive),
@@ -189,9 +206,7 @@ class Predictor:
         fewer than `MIN_CLIPS` voices remain or the bundle cannot be adapted."""
         moments = RunningMoments()
 
-        def job(path: str, budget: Budget) -> np.ndarray | None:
-            return voice_utterance(self.bundle, self._checked(Path(path)), self.settings.media_limits(), budget)
-        for outcome in self._map_files(paths, workers, job):
+        for outcome in self._map_files(paths, workers, lambda path, budget: self.voice_of(path, budget)):
             if outcome.ok and outcome.result is not None:
                 moments.add(outcome.result)
         return VoiceAdaptation.fit(moments, self.bundle.manifest.audio_domain, source)

@@ -259,3 +259,46 @@ def test_a_file_that_crashes_the_decoder_gets_its_row(ray_cluster, tmp_path):
     assert (rows["poison.flv"]["status"], rows["poison.flv"]["error_code"]) == (500, "decoder_failed")
     assert rows[clip.name]["status"] == 200
     assert summary.ok == 1 and summary.failures == {"decoder_failed": 1}
+
+
+def test_adapt_voice_gives_emotion_av_predicts_adapted_answers(ray_cluster, tmp_path):
+    """`--adapt-voice` on the cluster: 24 real RAVDESS recordings of one actor and a file that
+    is not media. The actors' first pass gives the same adaptation as the in-process one
+    (`Predictor.fit_voice_adaptation`, what `emotion-av predict --adapt-voice` runs): each
+    row's probabilities equal the in-process adapted answer, its `adaptation` column says so,
+    the bad file still gets its error row; the six CREMA-D clips are too few and the run stops
+    with a usage error before writing anything."""
+    import json
+
+    from service.api import Predictor
+    from service.run.records import UsageError
+
+    folder = tmp_path / "actor"
+    folder.mkdir()
+    for f in sorted((corpus_dir("ravdess") / "Actor_01").glob("*.flac"))[:24]:
+        (folder / f.name).symlink_to(f)
+    (folder / "notes.wav").write_bytes(b"not a recording")
+    out = tmp_path / "out.parquet"
+    summary = batch([folder], out, actors=2, adapt_voice=True)
+    assert summary.ok == 24 and summary.failures == {"undecodable": 1}, summary.text()
+    rows = {r["path"]: r for r in read_rows(out)}
+
+    predictor = Predictor(BUNDLE, threads=1)
+    voices = sorted(str(p) for p in folder.glob("*.flac"))
+    adaptation = predictor.fit_voice_adaptation(voices + [str(folder / "notes.wav")])
+    assert adaptation.n_clips == 24
+    for path in voices:
+        want = predictor.predict(Path(path), voice_adaptation=adaptation)
+        row = rows[path]
+        assert json.loads(row["adaptation"])["voice"]["n_clips"] == 24
+        for c, p in want["probabilities"].items():
+            assert math.isclose(row[f"p_{c}"], p, abs_tol=1e-5), (path, c)
+    assert rows[str(folder / "notes.wav")]["adaptation"] is None
+
+    plain = predictor.predict(Path(voices[0]))
+    assert plain["adaptation"] is None
+    assert max(abs(plain["probabilities"][c] - rows[voices[0]][f"p_{c}"]) for c in plain["probabilities"]) > 1e-3
+
+    with pytest.raises(UsageError, match="at least"):
+        batch([corpus_dir("cremad_av")], tmp_path / "few.parquet", adapt_voice=True)
+    assert not (tmp_path / "few.parquet").exists()

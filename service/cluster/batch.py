@@ -25,11 +25,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from service.cluster.inputs import expand, is_uri
-from service.cluster.scoring import Scorer, schema
+from service.cluster.scoring import Scorer, VoiceReader, schema
+from service.model.voice_adaptation import AdaptationError, RunningMoments, VoiceAdaptation
 from service.run.blas_threads import BLAS_THREAD_VARIABLES
 from service.run.records import DEFAULT_EXTENSIONS, UsageError, path_key, summary_text
 
@@ -116,7 +118,8 @@ def actor_env() -> dict[str, str]:
     return env
 
 
-def classes_of(model_dir: str | None) -> list[str]:
+def manifest_of(model_dir: str | None):
+    """The manifest of the bundle the actors will load, read here before any actor starts."""
     from service.model.manifest import Manifest
     from service.settings import Settings
 
@@ -124,10 +127,15 @@ def classes_of(model_dir: str | None) -> list[str]:
         bundle = Settings().model_dir if model_dir is None else Path(model_dir)
     except ValueError as exc:
         raise UsageError(f"invalid setting: {exc}") from None
-    try:  # the columns are the bundle's classes: read here, before any actor starts
-        return list(Manifest.read(bundle)[0].classes)
+    try:
+        return Manifest.read(bundle)[0]
     except (OSError, ValueError) as exc:
         raise UsageError(f"no readable model bundle at {bundle}: {exc}") from None
+
+
+def classes_of(model_dir: str | None) -> list[str]:
+    """The bundle's classes: the probability columns."""
+    return list(manifest_of(model_dir).classes)
 
 
 class _Sink:
@@ -159,9 +167,10 @@ class _Sink:
         self.pending, self.rows, self.last = [], 0, time.monotonic()
 
 
-def _scored(paths: list[str], scorer_kwargs: dict[str, Any], actors: int, num_cpus: float, num_gpus: float,
-            batch_size: int):
-    """The lazy Ray Data pipeline for one window of inputs: their rows, in completion order."""
+def _mapped(actor: type, actor_kwargs: dict[str, Any], paths: list[str], actors: int, num_cpus: float,
+            num_gpus: float, batch_size: int):
+    """The lazy Ray Data pipeline of one window of inputs through `actor` (Scorer: their rows;
+    VoiceReader: their voices), in completion order."""
     import warnings
 
     import ray
@@ -174,7 +183,7 @@ def _scored(paths: list[str], scorer_kwargs: dict[str, Any], actors: int, num_cp
         # max_task_retries has no named parameter in Ray 2.60 (pinned) but is honoured
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         return ds.map_batches(
-            Scorer, fn_constructor_kwargs=scorer_kwargs, batch_size=batch_size, batch_format="pyarrow",
+            actor, fn_constructor_kwargs=actor_kwargs, batch_size=batch_size, batch_format="pyarrow",
             compute=ActorPoolStrategy(size=actors), num_cpus=num_cpus, num_gpus=num_gpus or None,
             runtime_env={"env_vars": actor_env()},
             # A batch whose actor died (OOM, a kill, a lost node) is retried on the restarted
@@ -196,10 +205,12 @@ def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors
               force: bool = False, model_dir: str | None = None, batch_size: int = 4,
               extensions: Iterable[str] = DEFAULT_EXTENSIONS, storage_options: dict[str, Any] | None = None,
               part_rows: int = 5000, part_seconds: float = 30.0, window: int = WINDOW,
-              isolate_decoders: bool = True, progress: bool = True) -> BatchSummary:
+              isolate_decoders: bool = True, progress: bool = True, adapt_voice: bool = False) -> BatchSummary:
     """Score `inputs` into the Parquet dataset `out` and return the summary. Connects to
     the Ray cluster at `address` ("auto", "ray://host:10001"; None: the one this process is
-    connected to, else RAY_ADDRESS, else a new local one) unless already connected."""
+    connected to, else RAY_ADDRESS, else a new local one) unless already connected.
+    `adapt_voice`: a first pass over every input's voice adapts the voice's normalisation to
+    them (`service.model.voice_adaptation`); each row's `adaptation` says so."""
     import ray
 
     if resume and force:
@@ -235,13 +246,19 @@ def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = progress
-    scorer_kwargs = {"model_dir": model_dir, "threads": max(1, int(num_cpus)), "timeline": timeline,
-                     "segment_s": segment_s, "storage_options": storage_options, "isolate": isolate_decoders}
+    actor_kwargs = {"model_dir": model_dir, "threads": max(1, int(num_cpus)), "storage_options": storage_options,
+                    "isolate": isolate_decoders}
+    pool = {"actors": actors, "num_cpus": num_cpus, "num_gpus": num_gpus, "batch_size": batch_size}
+    scorer_kwargs = {**actor_kwargs, "timeline": timeline, "segment_s": segment_s}
     sink = _Sink(dest, expected, summary, part_rows, part_seconds)
     started = time.monotonic()
     try:
+        if adapt_voice:
+            inputs_once = _once(expand(inputs, extensions, storage_options))
+            scorer_kwargs["voice_adaptation"] = _fit_voice_adaptation(inputs_once, model_dir, actor_kwargs, pool,
+                                                                      window)
         for paths in _windows(todo(), window):
-            for table in _scored(paths, scorer_kwargs, actors, num_cpus, num_gpus, batch_size).iter_batches(
+            for table in _mapped(Scorer, scorer_kwargs, paths, **pool).iter_batches(
                     batch_format="pyarrow", batch_size=None):
                 sink.add(table)
     except KeyboardInterrupt:
@@ -254,6 +271,35 @@ def run_batch(inputs: list[str], out: str, *, address: str | None = None, actors
     return summary
 
 
+def _once(paths: Iterable[str]) -> Iterator[str]:
+    """Each input once (overlapping arguments reach some twice)."""
+    seen: set[bytes] = set()
+    for path in paths:
+        key = path_key(path)
+        if key not in seen:
+            seen.add(key)
+            yield path
+
+
+def _fit_voice_adaptation(paths: Iterable[str], model_dir: str | None, actor_kwargs: dict[str, Any],
+                          pool: dict[str, Any], window: int) -> VoiceAdaptation:
+    """`--adapt-voice`'s first pass: every input's voice read by the actors (the answered ones
+    too, so a resumed run adapts as the first did), their running moments kept on the driver,
+    nothing per file."""
+    moments = RunningMoments()
+    for chunk in _windows(paths, window):
+        for table in _mapped(VoiceReader, actor_kwargs, chunk, **pool).iter_batches(batch_format="pyarrow",
+                                                                                      batch_size=None):
+            for u in table.column("utterance").to_pylist():
+                if u is not None:
+                    moments.add(np.asarray(u))
+    try:
+        return VoiceAdaptation.fit(moments, manifest_of(model_dir).audio_domain,
+                                   source="the inputs of this emotion-av batch run")
+    except AdaptationError as exc:
+        raise UsageError(f"--adapt-voice: {exc}") from None
+
+
 def batch_command(args) -> int:
     """The `emotion-av batch` subcommand (service/run/cli.py declares its options)."""
     storage_options = dict(_option(o) for o in args.storage_option or [])
@@ -263,7 +309,8 @@ def batch_command(args) -> int:
                         num_gpus=args.num_gpus, timeline=args.timeline, segment_s=args.segment_s,
                         resume=args.resume, force=args.force, model_dir=args.model_dir, batch_size=args.batch_size,
                         extensions=[e for e in args.ext.split(",") if e.strip()], storage_options=storage_options,
-                        isolate_decoders=not args.in_process_decode, progress=not args.quiet)
+                        isolate_decoders=not args.in_process_decode, progress=not args.quiet,
+                        adapt_voice=args.adapt_voice)
     print(summary.text(), file=sys.stderr)
     if summary.interrupted:
         return 130

@@ -266,6 +266,10 @@ def add_batch_parser(sub) -> None:
     p.add_argument("--actors", type=int, default=1, help="actors scoring at once, one bundle each (default 1)")
     p.add_argument("--num-cpus", type=float, default=1, help="CPUs per actor (default 1; ONNX Runtime threads)")
     p.add_argument("--num-gpus", type=float, default=0, help="GPUs per actor (default 0; the gpu extra's ORT)")
+    p.add_argument("--adapt-voice", action="store_true",
+                   help="adapt the voice's normalisation to these recordings first (one setup: a room, a "
+                        "microphone, a language); a first pass over every input's audio; each row's "
+                        "'adaptation' says so")
     p.add_argument("--batch-size", type=int, default=4, help="inputs per actor call (default 4)")
     p.add_argument("--timeline", action="store_true", help="a timeline column (JSON) for every input")
     p.add_argument("--segment-s", type=float, help="timeline segment length (default EMOTION_SEGMENT_S)")

@@ -46,10 +46,11 @@ def columns(classes: list[str], timeline: bool) -> list[str]:
     """The flat columns of one file's answer, the CSV's and the Ray batch's Parquet alike
     (docs/batch.md gives their types): path, status, error, label, one probability column
     per class (fused, then audio-only and face-only when the answer has them), modalities,
-    duration, summary frame times; the timeline as JSON in one column with --timeline."""
+    duration, summary frame times, the voice's adaptation to the batch as JSON (null unless
+    --adapt-voice); the timeline as JSON in one column with --timeline."""
     cols = ["path", "status", "error_code", "error_message", "label"]
     cols += [f"p_{c}" for c in classes] + [f"p_audio_{c}" for c in classes] + [f"p_face_{c}" for c in classes]
-    cols += ["audio", "face", "duration_s", "summary_frames_s"]
+    cols += ["audio", "face", "duration_s", "summary_frames_s", "adaptation"]
     return cols + (["timeline"] if timeline else [])
 
 
@@ -67,7 +68,8 @@ def flat_record(record: dict[str, Any], classes: list[str], timeline: bool) -> d
             row[prefix + c] = probs[c] if probs and c in probs else None
     row.update(audio=mods.get("audio"), face=mods.get("face"), duration_s=record.get("duration_s"),
                summary_frames_s=[f["t"] for f in record.get("summary_frames") or []] if "error" not in record
-               else None)
+               else None,
+               adaptation=json.dumps(record["adaptation"]) if record.get("adaptation") is not None else None)
     if timeline:
         row["timeline"] = json.dumps(record["timeline"]) if record.get("timeline") is not None else None
     return row
