@@ -81,8 +81,8 @@ class ParquetDir:
             with self.fs.open(part, "rb") as f:
                 pf = pq.ParquetFile(f)
                 if not pf.schema_arrow.equals(expected):
-                    raise UsageError(f"{part} has other columns than this run writes (another model, or "
-                                     f"--timeline differs); not resuming")
+                    raise UsageError(f"{part} has other columns than this run writes (another model, a version "
+                                     f"before the adaptation column, or --timeline differs); not resuming")
                 keys.update(path_key(p) for p in pf.read(columns=["path"]).column("path").to_pylist())
         return keys
 

@@ -97,8 +97,8 @@ class CsvWriter:
             reader = csv.reader(f)
             head = next(reader, None)
             if head != cls.header(classes, timeline):
-                raise UsageError(f"{path} has other columns than this run writes (another model, or "
-                                 f"--timeline differs); not resuming")
+                raise UsageError(f"{path} has other columns than this run writes (another model, a version "
+                                 f"before the adaptation column, or --timeline differs); not resuming")
             for row in reader:
                 if row:
                     yield row[0]
