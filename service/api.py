@@ -206,7 +206,7 @@ class Predictor:
         fewer than `MIN_CLIPS` voices remain or the bundle cannot be adapted."""
         moments = RunningMoments()
 
-        for outcome in self._map_files(paths, workers, lambda path, budget: self.voice_of(path, budget)):
+        for outcome in self._map_files(paths, workers, self.voice_of):
             if outcome.ok and outcome.result is not None:
                 moments.add(outcome.result)
         return VoiceAdaptation.fit(moments, self.bundle.manifest.audio_domain, source)

@@ -84,7 +84,7 @@ class VoiceReader(_Actor):
             u = self.on_file(path, self.predictor.voice_of)
         except Exception:  # noqa: BLE001 - left out of the statistics, as `emotion-av predict` does
             return None
-        return None if u is None else [float(v) for v in u]
+        return None if u is None else u.tolist()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return pa.table({"utterance": pa.array([self.voice(p) for p in batch.column("path").to_pylist()],
